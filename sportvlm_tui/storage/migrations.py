@@ -176,3 +176,13 @@ def m001_initial(db: Database) -> None:
         foreign_keys=[("image_id", "images", "id"), ("prediction_id", "predictions", "id")],
         not_null={"session", "image_id", "prediction_id", "grader", "acceptable", "created_at"},
     )
+
+
+@migrations()
+def m002_review_queue_index(db: Database) -> None:
+    # The review queue walks label predictions least-confident first with keyset paging
+    # (storage.review_queue); without this index every page would sort the whole table.
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS predictions_review_order ON predictions"
+        " (task, ifnull(confidence, -1.0), image_id)"
+    )
