@@ -16,3 +16,4 @@ def register_all(group: click.Group) -> None:
     for module, attr in COMMANDS.items():
         mod = importlib.import_module(f"{__name__}.{module}")
         group.add_command(getattr(mod, attr))
+    "export": "export",
