@@ -9,6 +9,7 @@ import click
 # module name -> command attribute. Add a command here and in its own module.
 COMMANDS = {
     "status": "status",
+    "ingest": "ingest",
 }
 
 

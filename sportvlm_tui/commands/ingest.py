@@ -1,0 +1,96 @@
+"""`sportvlm ingest DIR`: validate images and store them (100SIC layout or any folder)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import UserError
+from .options import db_option, json_option
+
+
+class _ErrorPrinter:
+    """Writes `path: reason` lines to stderr without garbling a progress bar drawn there."""
+
+    def __init__(self) -> None:
+        self.bar_active = sys.stderr.isatty()
+
+    def __call__(self, path: str, reason: str) -> None:
+        # Paths and reasons are printed as plain text (click.echo applies no markup).
+        prefix = "\r\x1b[K" if self.bar_active else ""
+        click.echo(f"{prefix}{path}: {reason}", err=True)
+
+
+@click.command()
+@click.argument(
+    "directory", type=click.Path(exists=True, file_okay=False, dir_okay=True, path_type=Path)
+)
+@click.option(
+    "--split",
+    default=None,
+    help="Only this split (100SIC layout), or the split to record for a plain folder.",
+)
+@db_option
+@json_option
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Images validated in parallel (default: 2 per CPU core, at most 8).",
+)
+def ingest(directory: Path, split: str | None, db_path: str, as_json: bool,
+           workers: int | None) -> None:
+    """Validate the images in DIRECTORY and store them; duplicates are skipped.
+
+    \b
+    DIRECTORY may be a 100SIC dataset (sports.csv with `class id,filepaths,labels,data set`,
+    or train/valid/test/<label>/ folders) or any folder of images (searched recursively,
+    stored without a label). Each bad file is reported as `path: reason` and skipped.
+    Exit status 1 only when no usable image was found.
+    """
+    from ..data import SourceError, discover
+    from ..data import ingest as run_ingest
+    from ..storage.db import connect
+
+    try:
+        listing = discover(directory, split)
+    except SourceError as exc:
+        raise UserError(str(exc)) from None
+    if not listing.candidates and not listing.errors:
+        where = f" with split {split!r}" if split else ""
+        found = sorted(listing.splits_found)
+        hint = f" (splits here: {', '.join(found)})" if split and found else ""
+        raise UserError(f"{directory}: no image files found{where}{hint}")
+
+    db = connect(db_path)
+    printer = _ErrorPrinter()
+    total = len(listing.candidates)
+    show_bar = sys.stderr.isatty() and total > 0
+    printer.bar_active = show_bar
+    if show_bar:
+        with click.progressbar(length=total, label="ingest", file=sys.stderr,
+                               show_pos=True, show_eta=True) as bar:
+            last = [0]
+
+            def progress(done: int, _total: int) -> None:
+                bar.update(done - last[0])
+                last[0] = done
+
+            summary = run_ingest(db, directory, split, workers=workers, listing=listing,
+                                 on_error=printer, on_progress=progress)
+    else:
+        summary = run_ingest(db, directory, split, workers=workers, listing=listing,
+                             on_error=printer)
+
+    note = summary.relabelled_note()
+    if note:
+        click.echo(note, err=True)
+    if as_json:
+        click.echo(json.dumps(summary.as_dict(), indent=2))
+    else:
+        click.echo(summary.line())
+    if not summary.ok:
+        raise UserError(f"{directory}: nothing ingested ({len(summary.errors)} bad files)")
