@@ -10,6 +10,7 @@ import click
 COMMANDS = {
     "status": "status",
     "ingest": "ingest",
+    "export": "export",
 }
 
 
@@ -17,4 +18,3 @@ def register_all(group: click.Group) -> None:
     for module, attr in COMMANDS.items():
         mod = importlib.import_module(f"{__name__}.{module}")
         group.add_command(getattr(mod, attr))
-    "export": "export",
