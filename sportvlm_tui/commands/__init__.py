@@ -11,6 +11,8 @@ COMMANDS = {
     "status": "status",
     "ingest": "ingest",
     "export": "export",
+    "eval": "eval_command",
+    "grade": "grade",
 }
 
 

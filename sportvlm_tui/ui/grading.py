@@ -1,0 +1,219 @@
+"""Blind caption grading: one image, its captions unnamed and shuffled, graded by keyboard.
+
+Nothing on screen says which mode (zero-shot, few-shot, fine-tuned) wrote a caption: captions
+are lettered A, B, C in the order `evaluation.grading.blind_order` drew. Each key press is
+committed to `caption_grades` before the screen moves on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from sqlite_utils import Database
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from ..evaluation.grading import GradingItem, current_grades, save_grade
+
+LETTERS = "ABCDEFGHIJ"
+
+
+class CaptionRow(Static):
+    """One caption, shown literally, with its letter and the grade given so far."""
+
+    DEFAULT_CSS = """
+    CaptionRow { padding: 0 1; margin: 0 0 1 0; border: round $panel; }
+    CaptionRow.-selected { border: round $accent; }
+    CaptionRow.-yes { background: $success 15%; }
+    CaptionRow.-no { background: $error 15%; }
+    """
+
+    def __init__(self, letter: str, text: str, grade: bool | None, selected: bool) -> None:
+        super().__init__()
+        self.letter, self.text = letter, text
+        self.set_state(grade, selected)
+
+    def set_state(self, grade: bool | None, selected: bool) -> None:
+        mark = {None: "?  not graded", True: "✓  acceptable", False: "✗  not acceptable"}[grade]
+        self.set_class(selected, "-selected")
+        self.set_class(grade is True, "-yes")
+        self.set_class(grade is False, "-no")
+        # Text, not markup: captions are model output and must show literally.
+        self.update(Text.assemble((f"{self.letter}  ", "bold"), (mark, "italic"), "\n",
+                                  Text(self.text)))
+
+
+class GradingScreen(Screen):
+    """Grade every caption of every image: y acceptable, n not, arrows to move."""
+
+    BINDINGS = [
+        Binding("y", "grade(True)", "acceptable", id="grade-yes",
+                tooltip="Mark the highlighted caption acceptable (saved at once)"),
+        Binding("n", "grade(False)", "not acceptable", id="grade-no",
+                tooltip="Mark the highlighted caption not acceptable (saved at once)"),
+        Binding("down,j", "move(1)", "next caption", id="caption-next",
+                tooltip="Highlight the next caption"),
+        Binding("up,k", "move(-1)", "previous caption", id="caption-prev",
+                tooltip="Highlight the previous caption"),
+        Binding("right,l", "image(1)", "next image", id="image-next",
+                tooltip="Go to the next image"),
+        Binding("left,h", "image(-1)", "previous image", id="image-prev",
+                tooltip="Go to the previous image"),
+        Binding("q", "app.quit", "quit", id="quit",
+                tooltip="Quit; every grade is already saved"),
+    ]
+
+    class Graded(Message):
+        """Posted after a grade is committed (for tests and observers)."""
+
+        def __init__(self, image_id: int, prediction_ids: tuple[int, ...],
+                     acceptable: bool) -> None:
+            super().__init__()
+            self.image_id, self.prediction_ids, self.acceptable = (
+                image_id, prediction_ids, acceptable)
+
+    def __init__(self, db: Database, items: list[GradingItem], *, session: str,
+                 grader: str, show_images: bool = True) -> None:
+        super().__init__()
+        self.db, self.items, self.session, self.grader = db, items, session, grader
+        self.show_images = show_images
+        self.grades = current_grades(db, session, grader)
+        self.index = self._first_open_image()
+        self.selected = 0
+
+    # ---- state helpers ----------------------------------------------------------------
+
+    def grade_of(self, item: GradingItem, n: int) -> bool | None:
+        return self.grades.get(item.captions[n].prediction_ids[0])
+
+    def _open(self, item: GradingItem) -> list[int]:
+        return [n for n in range(len(item.captions)) if self.grade_of(item, n) is None]
+
+    def _first_open_image(self) -> int:
+        return next((i for i, it in enumerate(self.items) if self._open(it)), 0)
+
+    @property
+    def item(self) -> GradingItem:
+        return self.items[self.index]
+
+    def graded_count(self) -> int:
+        return sum(not self._open(it) for it in self.items)
+
+    # ---- layout -------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="grading-title")
+        with Horizontal(id="grading-body"):
+            yield Vertical(id="grading-image")
+            with Vertical(id="grading-side"):
+                yield Static(id="grading-path")
+                yield VerticalScroll(id="grading-captions")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.show_item()
+
+    def show_item(self) -> None:
+        """Rebuild the image, path and caption rows for the current image."""
+        item = self.item
+        open_rows = self._open(item)
+        self.selected = open_rows[0] if open_rows else 0
+        holder = self.query_one("#grading-image", Vertical)
+        holder.remove_children()
+        if self.show_images:
+            holder.mount(_image_widget(item.path))
+        self.query_one("#grading-path", Static).update(Text(item.rel_path, style="dim"))
+        box = self.query_one("#grading-captions", VerticalScroll)
+        box.remove_children()
+        box.mount_all(
+            CaptionRow(LETTERS[n], c.text, self.grade_of(item, n), n == self.selected)
+            for n, c in enumerate(item.captions)
+        )
+        self.refresh_title()
+
+    def refresh_rows(self) -> None:
+        for n, row in enumerate(self.query(CaptionRow)):
+            row.set_state(self.grade_of(self.item, n), n == self.selected)
+        self.refresh_title()
+
+    def refresh_title(self) -> None:
+        done = self.graded_count()
+        title = Text.assemble(
+            ("Blind caption grading", "bold"),
+            f"   image {self.index + 1} / {len(self.items)}"
+            f"   fully graded {done} / {len(self.items)}   grader: ",
+            Text(self.grader),
+        )
+        if done == len(self.items):
+            title.append("   all graded: q quits, `sportvlm eval` shows the results",
+                         style="bold green")
+        self.query_one("#grading-title", Static).update(title)
+
+    # ---- actions ------------------------------------------------------------------------
+
+    def action_grade(self, acceptable: bool) -> None:
+        item = self.item
+        caption = item.captions[self.selected]
+        save_grade(self.db, session=self.session, grader=self.grader, image_id=item.image_id,
+                   caption=caption, acceptable=acceptable)
+        for pid in caption.prediction_ids:
+            self.grades[pid] = acceptable
+        self.post_message(self.Graded(item.image_id, caption.prediction_ids, acceptable))
+        open_rows = self._open(item)
+        later = [n for n in open_rows if n > self.selected]
+        if later or open_rows:
+            self.selected = (later or open_rows)[0]
+            self.refresh_rows()
+            return
+        nxt = next((i for i in range(self.index + 1, len(self.items))
+                    if self._open(self.items[i])), None)
+        if nxt is None:
+            self.refresh_rows()
+            return
+        self.index = nxt
+        self.show_item()
+
+    def action_move(self, step: int) -> None:
+        self.selected = (self.selected + step) % len(self.item.captions)
+        self.refresh_rows()
+
+    def action_image(self, step: int) -> None:
+        target = self.index + step
+        if 0 <= target < len(self.items):
+            self.index = target
+            self.show_item()
+
+
+def _image_widget(path: Path):
+    """The image, by the best method the terminal supports; a line of text if unreadable."""
+    from textual_image.widget import Image
+
+    try:
+        from PIL import Image as PILImage
+
+        with PILImage.open(path) as im:
+            picture = im.convert("RGB")
+    except (OSError, ValueError) as exc:
+        return Static(Text(f"(cannot show {path}: {exc})"))
+    return Image(picture, id="grading-picture")
+
+
+class GradingApp(App):
+    """`sportvlm grade`: the grading screen on its own."""
+
+    CSS_PATH = "grading.tcss"
+    TITLE = "sportvlm grade"
+
+    def __init__(self, db: Database, items: list[GradingItem], *, session: str, grader: str,
+                 show_images: bool = True) -> None:
+        super().__init__()
+        self.grading = GradingScreen(db, items, session=session, grader=grader,
+                                     show_images=show_images)
+
+    def on_mount(self) -> None:
+        self.push_screen(self.grading)
