@@ -1,0 +1,60 @@
+"""The review app: configuration, styling (app.tcss) and the review screen."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+
+from textual.app import App
+
+from .review_screen import ReviewConfig, ReviewScreen
+
+# Optional modules that extend the app (e.g. ui/training.py adds the `t` key). Each may define
+# `install(app: ReviewApp) -> None`, called once on mount; a missing module is simply skipped.
+EXTENSIONS: list[str] = ["sportvlm_tui.ui.training"]
+
+
+class ReviewApp(App):
+    """`sportvlm review`: one annotator working through the queue."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "sportvlm review"
+    ENABLE_COMMAND_PALETTE = False
+
+    def __init__(
+        self,
+        config: ReviewConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        image_shown_hook: Callable[[int], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.clock = clock
+        # Called (with the image id) after an image has been painted: the benchmark's probe.
+        self.image_shown_hook = image_shown_hook
+        self.sub_title = config.annotator
+
+    def get_default_screen(self) -> ReviewScreen:
+        return ReviewScreen(self.config, clock=self.clock)
+
+    @property
+    def review(self) -> ReviewScreen:
+        """The review screen (whatever modal is on top of it)."""
+        for screen in self.screen_stack:
+            if isinstance(screen, ReviewScreen):
+                return screen
+        raise LookupError("no review screen")
+
+    def on_mount(self) -> None:
+        for name in EXTENSIONS:
+            try:
+                module = importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                if exc.name == name:
+                    continue
+                raise
+            install = getattr(module, "install", None)
+            if install is not None:
+                install(self)

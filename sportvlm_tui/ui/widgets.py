@@ -1,0 +1,145 @@
+"""Widgets of the review screen. Text from data always goes in as rich Text (never markup)."""
+
+from __future__ import annotations
+
+from rich.style import Style
+from rich.text import Text
+from textual.binding import Binding
+from textual.containers import Container
+from textual.geometry import Size
+from textual.message import Message
+from textual.strip import Strip
+from textual.widget import Widget
+from textual.widgets import Static, TextArea
+
+from .imaging import Rendered, blank_strip
+
+
+class ImageArea(Widget):
+    """Where the image goes; tells the screen when its size changes (re-render needed)."""
+
+    class Resized(Message):
+        def __init__(self, size: Size) -> None:
+            super().__init__()
+            self.size = size
+
+    def on_resize(self) -> None:
+        self.post_message(self.Resized(self.content_size))
+
+    def cells(self) -> tuple[int, int]:
+        s = self.content_size
+        return max(1, s.width), max(1, s.height)
+
+    def show(self, rendered: Rendered) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def show_message(self, text: Text) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class HalfblockImage(ImageArea):
+    """An image as half-block cells, centred; strips come ready-made from the decoder thread."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._strips: list[Strip] = []
+        self._message: Text | None = None
+
+    def show(self, rendered: Rendered) -> None:
+        self._strips = rendered.strips or []
+        self._message = None
+        self.refresh()
+
+    def show_message(self, text: Text) -> None:
+        self._strips = []
+        self._message = text
+        self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        width, height = self.content_size
+        style = self.rich_style
+        if self._message is not None:
+            lines = self._message.wrap(self.app.console, max(1, width))
+            top = (height - len(lines)) // 2
+            if 0 <= y - top < len(lines):
+                line = lines[y - top]
+                line.align("center", width)
+                return Strip(line.render(self.app.console)).adjust_cell_length(width, style)
+            return blank_strip(width, style)
+        top = max(0, (height - len(self._strips)) // 2)
+        if not 0 <= y - top < len(self._strips):
+            return blank_strip(width, style)
+        strip = self._strips[y - top]
+        left = max(0, (width - strip.cell_length) // 2)
+        return Strip.join([blank_strip(left, style), strip]).adjust_cell_length(width, style)
+
+
+class GraphicsImage(ImageArea):
+    """kitty (terminal graphics protocol) or sixel, through textual-image."""
+
+    def __init__(self, mode: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.mode = mode
+        self._note = Static("", id="image-note")
+
+    def compose(self):
+        from textual_image.widget import SixelImage, TGPImage
+
+        cls = TGPImage if self.mode == "kitty" else SixelImage
+        self._pic = cls(id="picture")
+        yield Container(self._pic, id="picture-box")
+        yield self._note
+
+    def show(self, rendered: Rendered) -> None:
+        self._pic.image = rendered.picture
+        self._pic.styles.width = rendered.size[0]
+        self._pic.styles.height = rendered.size[1]
+        self._pic.display = True
+        self._note.display = False
+
+    def show_message(self, text: Text) -> None:
+        self._pic.display = False
+        self._note.update(text)
+        self._note.display = True
+
+
+class CaptionEditor(TextArea):
+    """The caption, edited in place. Its own keys come first, so review keys never fire."""
+
+    BINDINGS = [
+        Binding("ctrl+s", "save", "Save caption", id="caption.save",
+                tooltip="Save the edited caption as a correction"),
+        Binding("escape", "cancel", "Cancel", id="caption.cancel",
+                tooltip="Leave the caption as it was"),
+    ]
+
+    class Done(Message):
+        """The edit finished: `text` is the new caption, or None when cancelled."""
+
+        def __init__(self, text: str | None) -> None:
+            super().__init__()
+            self.text = text
+
+    def action_save(self) -> None:
+        self.post_message(self.Done(self.text))
+
+    def action_cancel(self) -> None:
+        self.post_message(self.Done(None))
+
+
+def decision_badge(decision: dict | None) -> Text:
+    """' ✓ accepted by ann' etc.; empty when undecided. Values are literal text."""
+    if not decision:
+        return Text("")
+    word = {"accept": "accepted", "correct": "corrected", "reject": "rejected",
+            "skip": "skipped"}.get(decision["decision"], decision["decision"])
+    out = Text.assemble(("  ✓ ", "bold green"), (word, "green"))
+    if decision["decision"] == "correct" and decision.get("value") is not None:
+        out.append(" → ")
+        out.append(str(decision["value"]), "bold")
+    out.append(f" by {decision['annotator']}", "dim")
+    return out
+
+
+def style_of(name: str) -> Style:
+    return Style.parse(name)
