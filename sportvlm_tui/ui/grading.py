@@ -109,28 +109,33 @@ class GradingScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Static(id="grading-title")
         with Horizontal(id="grading-body"):
-            yield Vertical(id="grading-image")
+            with Vertical(id="grading-image"):
+                if self.show_images:
+                    from textual_image.widget import Image
+
+                    yield Image(id="grading-picture")
+                yield Static(id="grading-image-error")
             with Vertical(id="grading-side"):
                 yield Static(id="grading-path")
                 yield VerticalScroll(id="grading-captions")
         yield Footer()
 
-    def on_mount(self) -> None:
-        self.show_item()
+    async def on_mount(self) -> None:
+        await self.show_item()
 
-    def show_item(self) -> None:
-        """Rebuild the image, path and caption rows for the current image."""
+    async def show_item(self) -> None:
+        """Show the current image, its path and its caption rows."""
         item = self.item
         open_rows = self._open(item)
         self.selected = open_rows[0] if open_rows else 0
-        holder = self.query_one("#grading-image", Vertical)
-        holder.remove_children()
         if self.show_images:
-            holder.mount(_image_widget(item.path))
+            picture, error = _load_picture(item.path)
+            self.query_one("#grading-picture").image = picture
+            self.query_one("#grading-image-error", Static).update(Text(error))
         self.query_one("#grading-path", Static).update(Text(item.rel_path, style="dim"))
         box = self.query_one("#grading-captions", VerticalScroll)
-        box.remove_children()
-        box.mount_all(
+        await box.remove_children()
+        await box.mount_all(
             CaptionRow(LETTERS[n], c.text, self.grade_of(item, n), n == self.selected)
             for n, c in enumerate(item.captions)
         )
@@ -156,14 +161,20 @@ class GradingScreen(Screen):
 
     # ---- actions ------------------------------------------------------------------------
 
-    def action_grade(self, acceptable: bool) -> None:
+    async def action_grade(self, acceptable: bool) -> None:
         item = self.item
         caption = item.captions[self.selected]
+        was_complete = not self._open(item)
         save_grade(self.db, session=self.session, grader=self.grader, image_id=item.image_id,
                    caption=caption, acceptable=acceptable)
         for pid in caption.prediction_ids:
             self.grades[pid] = acceptable
         self.post_message(self.Graded(item.image_id, caption.prediction_ids, acceptable))
+        if was_complete:
+            # Changing a grade on a finished image: stay here, step to the next caption.
+            self.selected = min(self.selected + 1, len(item.captions) - 1)
+            self.refresh_rows()
+            return
         open_rows = self._open(item)
         later = [n for n in open_rows if n > self.selected]
         if later or open_rows:
@@ -176,31 +187,28 @@ class GradingScreen(Screen):
             self.refresh_rows()
             return
         self.index = nxt
-        self.show_item()
+        await self.show_item()
 
     def action_move(self, step: int) -> None:
         self.selected = (self.selected + step) % len(self.item.captions)
         self.refresh_rows()
 
-    def action_image(self, step: int) -> None:
+    async def action_image(self, step: int) -> None:
         target = self.index + step
         if 0 <= target < len(self.items):
             self.index = target
-            self.show_item()
+            await self.show_item()
 
 
-def _image_widget(path: Path):
-    """The image, by the best method the terminal supports; a line of text if unreadable."""
-    from textual_image.widget import Image
+def _load_picture(path: Path):
+    """(PIL image, "") or (None, why it cannot be shown)."""
+    from PIL import Image as PILImage
 
     try:
-        from PIL import Image as PILImage
-
         with PILImage.open(path) as im:
-            picture = im.convert("RGB")
+            return im.convert("RGB"), ""
     except (OSError, ValueError) as exc:
-        return Static(Text(f"(cannot show {path}: {exc})"))
-    return Image(picture, id="grading-picture")
+        return None, f"(cannot show {path}: {exc})"
 
 
 class GradingApp(App):
