@@ -3,7 +3,7 @@
 Never imports torch or textual, so `sportvlm ingest` starts fast and can run on any box.
 """
 
-from .ingest import IngestSummary, ingest
+from .pipeline import IngestSummary, ingest
 from .sources import IMAGE_SUFFIXES, SPLITS, Candidate, Listing, SourceError, discover
 from .validate import BadImage, ImageInfo, inspect_file
 

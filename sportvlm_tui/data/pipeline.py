@@ -237,8 +237,9 @@ def ingest(
             summary.duplicates += len(batch) - added
             batch.clear()
 
+    results = _results(listing, known, workers, parallel)
     try:
-        for done, (cand, result) in enumerate(_results(listing, known, workers, parallel), 1):
+        for done, (cand, result) in enumerate(results, 1):
             summary.seen += 1
             if isinstance(result, BadImage):
                 report(listing.display_path(cand.rel_path), str(result))
@@ -273,6 +274,7 @@ def ingest(
             if on_progress is not None:
                 on_progress(done, total)
     finally:
+        results.close()  # stops the workers now, not when the generator is collected
         # Validated images are kept even when interrupted: the next run then skips them.
         flush()
         summary.seconds = time.perf_counter() - started
