@@ -13,6 +13,8 @@ COMMANDS = {
     "export": "export",
     "eval": "eval_command",
     "grade": "grade",
+    "review": "review",
+    "demo": "demo",
 }
 
 
