@@ -77,11 +77,9 @@ def _optimizer(config: TrainConfig, params, device):
     return opt, name
 
 
-def build_model(config: TrainConfig, device):
-    """Base model (per `quant`) + a trainable LoRA adapter (fresh or continued). Returns
-    (peft model, processor, resolved quant)."""
-    from peft import LoraConfig, PeftModel, get_peft_model
-
+def load_base(config: TrainConfig, device):
+    """The base model per `quant` through the predictor's loader. Returns (model, processor,
+    resolved quant)."""
     from sportvlm_tui.errors import UserError
     from sportvlm_tui.model.loading import load_model
 
@@ -89,7 +87,15 @@ def build_model(config: TrainConfig, device):
         loaded = load_model(config.model, quant=config.quant, device=str(device))
     except UserError as exc:
         raise TrainingError(str(exc)) from None
-    model = loaded.model
+    return loaded.model, loaded.processor, loaded.quant
+
+
+def build_model(config: TrainConfig, device, base=None):
+    """Base model (loaded, or `base` = load_base's result) + a trainable LoRA adapter (fresh
+    or continued). Returns (peft model, processor, resolved quant)."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    model, processor, quant = base if base is not None else load_base(config, device)
     model.config.use_cache = False
     if config.gradient_checkpointing:
         import warnings
@@ -114,7 +120,7 @@ def build_model(config: TrainConfig, device):
             bias="none",
         )
         model = get_peft_model(model, lora)
-    return model, loaded.processor, loaded.quant
+    return model, processor, quant
 
 
 def _gpu_name(device) -> str:
@@ -125,11 +131,12 @@ def _gpu_name(device) -> str:
     return "cpu"
 
 
-def main(config: TrainConfig, progress: ProgressWriter | None = None) -> dict:
+def main(config: TrainConfig, progress: ProgressWriter | None = None, *, base=None) -> dict:
     """Train one adapter as `config` says; returns the metrics (also in out_dir/metrics.json).
 
     Raises TrainingError (one line) for bad input, KeyboardInterrupt when interrupted; in
-    both cases nothing is left in `out_dir`.
+    both cases nothing is left in `out_dir`. `base`: an already loaded (model, processor,
+    quant) from `load_base` (benchmarks reuse one base for several runs).
     """
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
@@ -162,7 +169,7 @@ def main(config: TrainConfig, progress: ProgressWriter | None = None) -> dict:
         if not pairs:
             raise TrainingError(f"{config.pairs}: no usable pairs for tasks "
                                 f"{', '.join(config.tasks)}")
-        metrics = _train(config, accelerator, pairs, progress, partial)
+        metrics = _train(config, accelerator, pairs, progress, partial, base)
         if is_main:
             assert partial is not None
             (partial / "manifest.json").write_text(
@@ -202,7 +209,7 @@ def _dumps(obj) -> str:
 
 
 def _train(config: TrainConfig, accelerator, pairs, progress: ProgressWriter,
-           partial: Path | None) -> dict:
+           partial: Path | None, base=None) -> dict:
     import torch
     from accelerate.utils import set_seed
     from torch.utils.data import DataLoader
@@ -214,7 +221,7 @@ def _train(config: TrainConfig, accelerator, pairs, progress: ProgressWriter,
     set_seed(config.seed)
     device = accelerator.device
     t_load = time.monotonic()
-    model, processor, quant = build_model(config, device)
+    model, processor, quant = build_model(config, device, base)
     load_s = time.monotonic() - t_load
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:

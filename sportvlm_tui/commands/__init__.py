@@ -11,6 +11,8 @@ COMMANDS = {
     "status": "status",
     "ingest": "ingest",
     "export": "export",
+    "train": "train",
+    "adapters": "adapters",
     "eval": "eval_command",
     "grade": "grade",
     "review": "review",
