@@ -7,7 +7,11 @@ the rest goes on.
 
 from __future__ import annotations
 
+import collections
+import multiprocessing
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -119,7 +123,8 @@ class IngestSummary:
         ignored = f", {self.ignored} non-image files ignored" if self.ignored else ""
         return (
             f"{self.root}{split}: {self.added} added, {self.duplicates} duplicates,"
-            f" {len(self.errors)} errors, {self.seen} seen{ignored}"
+            f" {len(self.errors)} error{'' if len(self.errors) == 1 else 's'}, {self.seen} seen"
+            f"{ignored}"
             f" [{self.layout}; {self.seconds:.2f} s, {self.images_per_s:.0f} images/s]"
         )
 
@@ -131,6 +136,9 @@ def _init_process(known: frozenset[str]) -> None:
     global _KNOWN
     _KNOWN = known
     treat_bomb_warnings_as_errors()
+    # Ctrl-C reaches the whole process group; the parent alone handles it (cancels the rest,
+    # stores what is done), so workers never print tracebacks of their own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _inspect(
@@ -143,41 +151,63 @@ def _inspect(
         return exc
 
 
+def _inspect_chunk(
+    items: list[tuple[str, str]], known: frozenset[str] | None = None
+) -> list[ImageInfo | BadImage]:
+    return [_inspect(path, missing, known) for path, missing in items]
+
+
+def _executor(workers: int, parallel: str, known: frozenset[str]) -> Executor:
+    if parallel == "threads":
+        return ThreadPoolExecutor(workers, thread_name_prefix="ingest")
+    # fork is cheap (workers start with PIL already imported) but unsafe in a process with
+    # other threads (the TUI); there, forkserver. Workers never touch the inherited SQLite
+    # connection and leave through os._exit, so it is never closed or used in a child.
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        method = "fork"
+    else:
+        method = "forkserver" if "forkserver" in methods else "spawn"
+    ctx = multiprocessing.get_context(method)
+    return ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_process, initargs=(known,)
+    )
+
+
 def _results(
     listing: Listing, known: frozenset[str], workers: int, parallel: str
 ) -> Iterator[tuple[Candidate, ImageInfo | BadImage]]:
     """(candidate, result) in listing order, validated `workers` at a time."""
-    paths = [listing.display_path(c.rel_path) for c in listing.candidates]
+    items = [(listing.display_path(c.rel_path), c.missing_reason) for c in listing.candidates]
     if workers <= 1:
-        for cand, path in zip(listing.candidates, paths, strict=True):
-            yield cand, _inspect(path, cand.missing_reason, known)
+        for cand, (path, missing) in zip(listing.candidates, items, strict=True):
+            yield cand, _inspect(path, missing, known)
         return
-    executor: Executor
-    if parallel == "processes":
-        executor = ProcessPoolExecutor(workers, initializer=_init_process, initargs=(known,))
-    else:
-        executor = ThreadPoolExecutor(workers, thread_name_prefix="ingest")
-    # A bounded window of futures: memory stays flat on big folders and an interrupt has
-    # little queued work to cancel.
-    window = workers * 16
-    pending: list[tuple[Candidate, Future]] = []
+    # Chunks amortise the per-task cost (a pickle round trip for processes); a bounded window
+    # of them keeps memory flat on big folders and leaves little to cancel on an interrupt.
+    chunk = 16 if parallel == "processes" else 4
+    window = workers * 4
+    executor = _executor(workers, parallel, known)
+    pending: collections.deque[tuple[int, Future]] = collections.deque()
     try:
-        todo = iter(zip(listing.candidates, paths, strict=True))
-        for cand, path in todo:
-            if parallel == "processes":
-                # The known hashes went to each process once, through the initializer.
-                fut = executor.submit(_inspect, path, cand.missing_reason)
-            else:
-                fut = executor.submit(_inspect, path, cand.missing_reason, known)
-            pending.append((cand, fut))
+        for start in range(0, len(items), chunk):
+            part = items[start:start + chunk]
+            # Processes got the known hashes once, through the initializer.
+            args = (part,) if parallel == "processes" else (part, known)
+            pending.append((start, executor.submit(_inspect_chunk, *args)))
             if len(pending) >= window:
-                c, f = pending.pop(0)
-                yield c, f.result()
-        for c, f in pending:
-            yield c, f.result()
-        pending.clear()
+                yield from _ready(listing, *pending.popleft())
+        while pending:
+            yield from _ready(listing, *pending.popleft())
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _ready(
+    listing: Listing, start: int, fut: Future
+) -> Iterator[tuple[Candidate, ImageInfo | BadImage]]:
+    for k, result in enumerate(fut.result()):
+        yield listing.candidates[start + k], result
 
 
 def ingest(
