@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import time
 from collections.abc import Callable
@@ -46,6 +47,23 @@ class ReviewApp(App):
             if isinstance(screen, ReviewScreen):
                 return screen
         raise LookupError("no review screen")
+
+    async def settled(self, timeout: float = 10.0) -> None:
+        """Wait until the review screen has no database job or image decode outstanding
+        (tests and the benchmark drive the app with Pilot and then look at the database)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        quiet = 0
+        while loop.time() < deadline:
+            await asyncio.sleep(0.01)
+            try:
+                screen = self.review
+            except LookupError:
+                return
+            quiet = quiet + 1 if screen.idle and screen.ready else 0
+            if quiet >= 3:
+                return
+        raise TimeoutError("the review screen did not settle")
 
     def on_mount(self) -> None:
         for name in EXTENSIONS:

@@ -14,7 +14,7 @@ REVIEW_BINDINGS: list[Binding] = [
     *[
         Binding(k, f"alternative({k})", "Alt #", show=k == "1", key_display="1-9",
                 id=f"review.alternative.{k}",
-                tooltip=f"Correct the label to alternative {k}")
+                tooltip="Take alternative N (1-9) as the label")
         for k in ALT_KEYS
     ],
     Binding("l", "pick_label", "Label", id="review.pick_label",

@@ -33,13 +33,13 @@ class HelpScreen(_Modal):
 
     def __init__(self, bindings, blind: bool) -> None:
         super().__init__()
-        self._bindings = bindings
+        self._review_bindings = bindings
         self._blind = blind
 
     def compose(self) -> ComposeResult:
         table = Text()
         seen = set()
-        for b in self._bindings:
+        for b in self._review_bindings:
             key = b.key_display or b.key
             if key in seen:
                 continue
@@ -193,13 +193,13 @@ class GotoScreen(ModalScreen[int | None]):
 
     def __init__(self, size: int | None) -> None:
         super().__init__()
-        self.size = size
+        self.queue_size = size
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Label("Go to", classes="title")
-            yield Input(placeholder=f"1-{self.size}" if self.size else "index", type="integer",
-                        id="index")
+            hint = f"1-{self.queue_size}" if self.queue_size else "index"
+            yield Input(placeholder=hint, type="integer", id="index")
             yield Label("enter: go · esc: cancel", classes="hint")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:

@@ -82,7 +82,7 @@ class ImageReady(Message):
 
 
 class StatsReady(Message):
-    def __init__(self, stats: Stats) -> None:
+    def __init__(self, stats: Stats | None) -> None:
         super().__init__()
         self.stats = stats
 
@@ -120,7 +120,8 @@ class ReviewScreen(Screen):
         self._seq = itertools.count()
         self._wanted: RenderKey | None = None
         self._stats_timer = None
-        self._closed = False
+        self._first_shown = False
+        self._stats_due = False
 
     # --- layout ---------------------------------------------------------------------
 
@@ -166,9 +167,14 @@ class ReviewScreen(Screen):
         self._jobs.put(job)
 
     @property
+    def ready(self) -> bool:
+        """The first answer from the store thread has arrived."""
+        return self._first_shown
+
+    @property
     def idle(self) -> bool:
         """No database job queued or running and no image being decoded for the screen."""
-        return self._busy == 0 and self._wanted is None
+        return self._busy == 0 and self._wanted is None and not self._stats_due
 
     @work(thread=True, exit_on_error=False, name="store", group="store")
     def _store_loop(self) -> None:
@@ -262,6 +268,7 @@ class ReviewScreen(Screen):
 
     def on_item_shown(self, message: ItemShown) -> None:
         self.item = message.item
+        self._first_shown = True
         if message.note:
             self.notify(message.note, severity=message.severity, markup=False)
         self._render_item()
@@ -287,8 +294,10 @@ class ReviewScreen(Screen):
         self._show_image()
 
     def on_stats_ready(self, message: StatsReady) -> None:
-        self.stats = message.stats
-        self._update_status()
+        self._stats_due = False
+        if message.stats is not None:
+            self.stats = message.stats
+            self._update_status()
 
     def on_session_closed(self, message: SessionClosed) -> None:
         self.app.exit()
@@ -318,6 +327,7 @@ class ReviewScreen(Screen):
             self.item, self.stats, self.spec, self.cfg.annotator, self._rate()))
 
     def _schedule_stats(self) -> None:
+        self._stats_due = True
         if self._stats_timer is not None:
             self._stats_timer.stop()
         self._stats_timer = self.set_timer(0.2, self._refresh_stats)
@@ -332,7 +342,7 @@ class ReviewScreen(Screen):
         try:
             stats = read_stats(db, self.spec, None)
         except JOB_ERRORS:
-            return
+            stats = None  # the counts are a nicety; the next decision tries again
         if not worker.is_cancelled:
             self.post_message(StatsReady(stats))
 
