@@ -262,10 +262,12 @@ def ingest(
 
     def flush() -> None:
         if batch:
-            added = image_store.add_images(db, batch)
-            summary.added += added
-            summary.duplicates += len(batch) - added
+            # Taken out first: a batch whose transaction failed is not retried by `finally`.
+            records = batch[:]
             batch.clear()
+            added = image_store.add_images(db, records)
+            summary.added += added
+            summary.duplicates += len(records) - added
 
     results = _results(listing, known, workers, parallel)
     try:
