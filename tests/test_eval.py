@@ -234,3 +234,16 @@ def test_eval_cli_errors(populated, tmp_path):
     assert res.exit_code == 1 and "valid" in res.output and "test=42" in res.output
     res = runner.invoke(main, ["eval", "--db", str(path), "--adapter", "nope"])
     assert res.exit_code == 1 and "nope" in res.output
+
+
+def test_table1_falls_back_to_changed_answers_when_accuracy_did_not_move(db):
+    images.add_images(db, [_record(k, lb, "test") for k, lb in enumerate(
+        ["golf", "golf", "polo", "polo", "luge"], 1)])
+    answers = {1: ("x", "y"), 2: ("x", "z"), 3: ("q", "q"), 4: ("q", "r"), 5: ("s", "s")}
+    rows = [predictions.NewPrediction(i, "label", "zero-shot", "m", a, t, t)
+            for i, (zs, ft) in answers.items() for a, t in (("", zs), ("ft", ft))]
+    predictions.add_predictions(db, rows)
+    c = build_report(db, split="test").comparison
+    assert c.helped == [] and c.worse == []
+    assert c.table1_labels == ["golf", "polo", "luge"]  # 2 changed, 1 changed, 0 changed
+    assert [(zs.text, ft.text) for zs, ft in c.table1][:2] == [("x", "y"), ("x", "z")]

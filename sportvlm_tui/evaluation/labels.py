@@ -188,7 +188,8 @@ def choose_fine_tuned(db: Database, conditions: list[Condition], model: str,
 def compare(zs: GroupResult, ft: GroupResult, labels: list[str] | None = None,
             n_each: int = 3) -> Comparison:
     """Per-label change from zero-shot to fine-tuned on the images both answered, and Table 1
-    for `labels` (default: the `n_each` labels fine-tuning helped most and hurt most)."""
+    for `labels` (default: the `n_each` labels fine-tuning helped most and hurt most; when
+    accuracy moved nowhere, the `n_each` labels whose answers changed most)."""
     common = sorted(set(zs.answers) & set(ft.answers))
     per: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for i in common:
@@ -201,6 +202,13 @@ def compare(zs: GroupResult, ft: GroupResult, labels: list[str] | None = None,
     worse = sorted((d for d in deltas if d.delta < 0), key=lambda d: (d.delta, d.label))
     if labels is None:
         labels = [d.label for d in helped[:n_each]] + [d.label for d in worse[:n_each]]
+    if not labels:
+        # Nothing changed in accuracy: show where the answers changed most, so the table
+        # still says what fine-tuning did to the model's words.
+        changed = Counter(zs.answers[i].truth for i in common
+                          if zs.answers[i].text != ft.answers[i].text)
+        ranked = sorted(per, key=lambda label: (-changed[label], label))
+        labels = ranked[:n_each]
     wanted = set(labels)
     order = {label: n for n, label in enumerate(labels)}
     table = [(zs.answers[i], ft.answers[i]) for i in common if zs.answers[i].truth in wanted]
