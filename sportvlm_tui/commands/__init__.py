@@ -15,6 +15,7 @@ COMMANDS = {
     "adapters": "adapters",
     "eval": "eval_command",
     "grade": "grade",
+    "experiment": "experiment",
     "review": "review",
     "demo": "demo",
 }
