@@ -74,8 +74,10 @@ def test_items_only_images_with_every_mode_and_resume_keeps_them(db):
     for it in items[5:8]:
         save_grade(db, session="s1", grader="ann", image_id=it.image_id,
                    caption=it.captions[0], acceptable=False)
-    again = grading_items(db, split="test", n=2, session="s1", grader="ann", conditions=conds)
-    assert [it.image_id for it in again] == [it.image_id for it in items[5:8]]
+    again = grading_items(db, split="test", n=20, session="s1", grader="ann", conditions=conds)
+    assert [it.image_id for it in again] == [it.image_id for it in items]
+    fewer = grading_items(db, split="test", n=2, session="s1", grader="ann", conditions=conds)
+    assert [it.image_id for it in fewer] == [it.image_id for it in items[5:8]]
     other = grading_items(db, split="test", n=20, session="s2", grader="ann", conditions=conds)
     assert [it.image_id for it in other] != [it.image_id for it in items]
 
@@ -177,3 +179,33 @@ def _captions(db, image_id: int, texts: list[str]) -> list[int]:
     return [db.execute("SELECT id FROM predictions WHERE image_id=? AND task='caption' AND "
                        "mode=? AND adapter=?", (image_id, m, a)).fetchone()[0]
             for m, a in MODES[: len(texts)]]
+
+
+def test_grade_cli_resumes_an_unfinished_session(tmp_path, monkeypatch):
+    from sportvlm_tui.ui import grading as ui_grading
+
+    path = tmp_path / "r.db"
+    db = connect(path)
+    images.add_images(db, [_record(i) for i in range(1, 6)])
+    for i in range(1, 6):
+        _captions(db, i, [f"zs {i}", f"fs {i}", f"ft {i}"])
+    seen = []
+    monkeypatch.setattr(ui_grading.GradingApp, "run",
+                        lambda self: seen.append((self.grading.session,
+                                                  [it.image_id for it in self.grading.items])))
+    args = ["grade", "--db", str(path), "--grader", "ann", "--n", "3"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    # Nothing graded yet: the next call starts afresh; grade one caption, then it resumes.
+    first_session, first_items = seen[-1]
+    item = grading_items(db, split="test", n=3, session=first_session, grader="ann",
+                         conditions=caption_conditions(db, "test"))[0]
+    save_grade(db, session=first_session, grader="ann", image_id=item.image_id,
+               caption=item.captions[0], acceptable=True)
+    assert CliRunner().invoke(main, args).exit_code == 0
+    assert seen[-1] == (first_session, first_items)
+    assert CliRunner().invoke(main, args + ["--new"]).exit_code == 0
+    assert seen[-1][0] != first_session
+    # Someone else's session is not theirs to resume.
+    assert CliRunner().invoke(main, ["grade", "--db", str(path), "--grader", "bob"]).exit_code == 0
+    assert seen[-1][0] != first_session

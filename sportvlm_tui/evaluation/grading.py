@@ -119,13 +119,17 @@ def session_images(db: Database, session: str, grader: str) -> list[int]:
 
 def grading_items(db: Database, *, split: str, n: int, session: str, grader: str,
                   conditions: list[Condition]) -> list[GradingItem]:
-    """`n` images for the session: those already graded in it, then a sample drawn from the
-    session seed among images every condition captioned."""
+    """`n` images for the session, drawn with the session seed among images every condition
+    captioned; images already graded in the session are always among them."""
     captions = _captions_by_image(db, split, conditions)
-    done = [i for i in session_images(db, session, grader) if i in captions]
-    rest = sorted(set(captions) - set(done))
-    random.Random(session).shuffle(rest)
-    chosen = (done + rest)[: max(n, len(done))]
+    order = sorted(captions)
+    random.Random(session).shuffle(order)
+    done = set(session_images(db, session, grader)) & set(captions)
+    chosen = [i for i in order if i in done]
+    chosen += [i for i in order if i not in done][: max(0, n - len(chosen))]
+    # Session order, so a resumed session shows the same images in the same order.
+    rank = {i: k for k, i in enumerate(order)}
+    chosen.sort(key=rank.__getitem__)
     info = {r["id"]: r for r in rows(
         db,
         "SELECT i.id, r.path AS root, i.rel_path FROM images i JOIN roots r ON r.id = i.root_id"
