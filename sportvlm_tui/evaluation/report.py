@@ -174,12 +174,18 @@ def render(report: Report, console: Console) -> None:
     if not report.groups:
         console.print(Text("no label predictions on this split yet (sportvlm predict)"))
     else:
-        t = Table(title="Label accuracy (exact match = the tutorial's rule)", title_justify="left")
-        for col in ("condition", "model", "exact", "%", "lenient (naming forgiven)",
-                    "naming errors", "not predicted"):
+        models = sorted({g.condition.model for g in report.groups})
+        one_model = len(models) == 1
+        title = "Label accuracy (exact = the tutorial's rule; lenient forgives naming only)"
+        if one_model:
+            title += f"\nmodel: {models[0]}"
+        t = Table(title=Text(title), title_justify="left")
+        columns = ["condition"] + ([] if one_model else ["model"]) + [
+            "exact", "%", "lenient", "naming errors", "not predicted"]
+        for col in columns:
             t.add_column(col)
         for r in report.accuracy_rows():
-            t.add_row(Text(r["condition"]), Text(r["model"]),
+            t.add_row(Text(r["condition"]), *([] if one_model else [Text(r["model"])]),
                       Text(f"{r['exact']} / {r['total']}"), Text(_pct(r["exact"], r["total"])),
                       Text(f"{r['lenient']} / {r['total']}"), Text(str(r["naming_errors"])),
                       Text(str(r["not_predicted"])))

@@ -44,7 +44,9 @@ class CaptionRow(Static):
         self.set_class(grade is True, "-yes")
         self.set_class(grade is False, "-no")
         # Text, not markup: captions are model output and must show literally.
-        self.update(Text.assemble((f"{self.letter}  ", "bold"), (mark, "italic"), "\n",
+        # The arrow marks the highlighted caption where the border colour does not show.
+        self.update(Text.assemble(("▶ " if selected else "  ", "bold"),
+                                  (f"{self.letter}  ", "bold"), (mark, "italic"), "\n",
                                   Text(self.text)))
 
 
@@ -118,6 +120,9 @@ class GradingScreen(Screen):
             with Vertical(id="grading-side"):
                 yield Static(id="grading-path")
                 yield VerticalScroll(id="grading-captions")
+                yield Static(Text("Captions are unnamed and shuffled. y acceptable, n not, "
+                                  "↑↓ caption, ←→ image; every key press is saved."),
+                             id="grading-hint")
         yield Footer()
 
     async def on_mount(self) -> None:
