@@ -229,6 +229,9 @@ def _train(config: TrainConfig, accelerator, pairs, progress: ProgressWriter,
                             "model matched; nothing to train")
     optimizer, opt_name = _optimizer(config, trainable, device)
 
+    workers = config.num_workers
+    if workers is None:
+        workers = 4 if device.type == "cuda" else 0
     generator = torch.Generator().manual_seed(config.seed)
     loader = DataLoader(
         PairDataset(pairs),
@@ -236,8 +239,8 @@ def _train(config: TrainConfig, accelerator, pairs, progress: ProgressWriter,
         shuffle=True,
         generator=generator,
         collate_fn=AnswerOnlyCollator(processor),
-        num_workers=config.num_workers,
-        persistent_workers=config.num_workers > 0,
+        num_workers=workers,
+        persistent_workers=workers > 0,
         pin_memory=device.type == "cuda",
     )
     world = accelerator.num_processes
@@ -261,6 +264,7 @@ def _train(config: TrainConfig, accelerator, pairs, progress: ProgressWriter,
     step = micro = samples = 0
     losses: list[float] = []
     window: list[float] = []
+    marks: list[tuple[float, int]] = []  # (time, samples) after each step
     t0 = time.monotonic()
     progress.t0 = t0  # ETA from the first step, not from model loading
     while step < total:
@@ -286,6 +290,7 @@ def _train(config: TrainConfig, accelerator, pairs, progress: ProgressWriter,
                 torch.tensor(sum(window) / len(window), device=device), "mean"))
             window.clear()
             losses.append(step_loss)
+            marks.append((time.monotonic(), samples))
             if step % config.log_every == 0 or step == total:
                 progress.step(step, total, step_loss, scheduler.get_last_lr()[0], samples)
             if step >= total:
@@ -304,6 +309,10 @@ def _train(config: TrainConfig, accelerator, pairs, progress: ProgressWriter,
         "train_s": round(train_s, 3),
         "load_s": round(load_s, 3),
         "samples_per_s": round(samples / max(train_s, 1e-9), 3),
+        # After two warm-up steps (allocator, cuBLAS heuristics, worker start-up).
+        "steady_samples_per_s": (
+            round((marks[-1][1] - marks[1][1]) / max(marks[-1][0] - marks[1][0], 1e-9), 3)
+            if len(marks) > 3 else None),
         "peak_mem_gib": (round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
                          if device.type == "cuda" else None),
         "device": _gpu_name(device),
@@ -324,6 +333,10 @@ def _train(config: TrainConfig, accelerator, pairs, progress: ProgressWriter,
                                              progress)
             (partial / "eval.json").write_text(_dumps(report), encoding="utf-8")
             metrics["eval"] = report
+    if base is not None:
+        # A lent base goes back as it came: LoRA layers taken out again.
+        accelerator.unwrap_model(model).unload()
+        accelerator.free_memory()
     return metrics
 
 
