@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -286,16 +287,16 @@ def test_unreadable_file_chmod(db, tmp_path):
 
 
 def test_unreadable_file_permission_error(db, tmp_path, monkeypatch):
-    """Same as the chmod test, by making open() refuse, so it also runs as root."""
+    """Same as the chmod test, by making the open refuse, so it also runs as root."""
     good_images(tmp_path, 2)
-    real_open = open
+    real_open = validate._open_for_read
 
-    def refusing_open(path, *args, **kwargs):
+    def refusing_open(path):
         if Path(path).name == "good1.jpg":
             raise PermissionError(13, "Permission denied", str(path))
-        return real_open(path, *args, **kwargs)
+        return real_open(path)
 
-    monkeypatch.setattr(validate, "open", refusing_open, raising=False)
+    monkeypatch.setattr(validate, "_open_for_read", refusing_open)
     summary = ingest(db, tmp_path)
     assert [(Path(p).name, r) for p, r in summary.errors] == [
         ("good1.jpg", "permission denied (cannot read)")]
@@ -318,6 +319,15 @@ def test_file_vanished_between_listing_and_reading(db, tmp_path, monkeypatch):
     assert summary.added == 2
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_fifo_named_like_an_image_does_not_hang(db, tmp_path):
+    good_images(tmp_path, 1)
+    os.mkfifo(tmp_path / "pipe.jpg")
+    summary = ingest(db, tmp_path)
+    assert [(Path(p).name, r) for p, r in summary.errors] == [("pipe.jpg", "not a regular file")]
+    assert summary.added == 1
+
+
 def test_csv_row_pointing_at_missing_file(db, tmp_path):
     root = tmp_path / "sic"
     shutil.copytree(SAMPLE_DATA / "valid" / "archery", root / "valid" / "archery")
@@ -338,6 +348,8 @@ def test_csv_without_expected_columns_is_one_error(tmp_path):
     (tmp_path / "sports.csv").write_text("path,label\nx.jpg,archery\n")
     with pytest.raises(SourceError, match="missing column"):
         discover(tmp_path)
+    with pytest.raises(SourceError, match="not a directory"):
+        discover(tmp_path / "nowhere")
     result = CliRunner().invoke(main, ["ingest", str(tmp_path), "--db", str(tmp_path / "d.db")])
     assert result.exit_code == 1
     assert result.stderr.count("\n") == 1 and "sports.csv: missing column" in result.stderr

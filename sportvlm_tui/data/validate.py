@@ -9,10 +9,15 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
+
+# Files are read whole (hash, then decode from memory); several are in flight at once.
+MAX_FILE_BYTES = 512 << 20
 
 
 class BadImage(Exception):
@@ -46,10 +51,22 @@ def _bomb_reason(width: int, height: int) -> str | None:
     return f"decompression bomb ({width}x{height} = {width * height} pixels > limit {limit})"
 
 
+def _open_for_read(path: str | os.PathLike[str]) -> BinaryIO:
+    # O_NONBLOCK: opening a FIFO named like an image must not hang the whole ingest.
+    return open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb")
+
+
 def read_file(path: str | os.PathLike[str], missing_reason: str) -> bytes:
     """The file's bytes, or BadImage saying why they could not be read."""
     try:
-        with open(path, "rb") as fh:
+        with _open_for_read(path) as fh:
+            info = os.fstat(fh.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise BadImage("not a regular file")
+            if info.st_size > MAX_FILE_BYTES:
+                raise BadImage(
+                    f"file too large ({info.st_size >> 20} MiB > {MAX_FILE_BYTES >> 20} MiB)"
+                )
             return fh.read()
     except FileNotFoundError:
         raise BadImage(missing_reason) from None
