@@ -56,9 +56,8 @@ def main() -> None:
         (root / c.rel_path).read_bytes()
     n = default_workers()
     configs = [("serial", 1, "threads"), ("threads", 2, "threads"), ("threads", n, "threads"),
-               ("processes", 2, "processes")]
-    if n != 4:
-        configs.insert(3, ("threads", 4, "threads"))
+               ("threads", 4, "threads"), ("processes", 2, "processes")]
+    configs = list(dict.fromkeys(configs))  # n may be 2 or 4 already
     print(f"{root}: {len(listing.candidates)} files; cpu_count={os.cpu_count()};"
           f" default workers={n} (threads); repeat={args.repeat}")
     print(f"load average before: {os.getloadavg()[0]:.2f}")

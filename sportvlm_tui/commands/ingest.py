@@ -39,7 +39,7 @@ class _ErrorPrinter:
     "--workers",
     type=click.IntRange(min=1),
     default=None,
-    help="Images validated in parallel (default: 2 per CPU core, at most 8).",
+    help="Images validated in parallel threads (default: one per CPU core, at most 8).",
 )
 def ingest(directory: Path, split: str | None, db_path: str, as_json: bool,
            workers: int | None) -> None:
