@@ -432,3 +432,12 @@ def test_unreadable_root_or_file_argument(tmp_path):
     f.write_bytes(b"x")
     assert CliRunner().invoke(main, ["ingest", str(f)]).exit_code == 2
 
+
+
+def test_cli_database_that_cannot_be_opened(tmp_path):
+    bad_db = tmp_path / "not.db"
+    bad_db.write_text("this is not an SQLite database, just text padded out" * 40)
+    result = CliRunner().invoke(main, ["ingest", str(SAMPLE_DATA), "--db", str(bad_db)])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: {bad_db}: cannot open the database")
+    assert "Traceback" not in result.output

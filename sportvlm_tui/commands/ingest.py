@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -15,8 +16,8 @@ from .options import db_option, json_option
 class _ErrorPrinter:
     """Writes `path: reason` lines to stderr without garbling a progress bar drawn there."""
 
-    def __init__(self) -> None:
-        self.bar_active = sys.stderr.isatty()
+    def __init__(self, bar_active: bool) -> None:
+        self.bar_active = bar_active
 
     def __call__(self, path: str, reason: str) -> None:
         # Paths and reasons are printed as plain text (click.echo applies no markup).
@@ -52,7 +53,6 @@ def ingest(directory: Path, split: str | None, db_path: str, as_json: bool,
     Exit status 1 only when no usable image was found.
     """
     from ..data import SourceError, discover
-    from ..data import ingest as run_ingest
     from ..storage.db import connect
 
     try:
@@ -65,25 +65,16 @@ def ingest(directory: Path, split: str | None, db_path: str, as_json: bool,
         hint = f" (splits here: {', '.join(found)})" if split and found else ""
         raise UserError(f"{directory}: no image files found{where}{hint}")
 
-    db = connect(db_path)
-    printer = _ErrorPrinter()
-    total = len(listing.candidates)
-    show_bar = sys.stderr.isatty() and total > 0
-    printer.bar_active = show_bar
-    if show_bar:
-        with click.progressbar(length=total, label="ingest", file=sys.stderr,
-                               show_pos=True, show_eta=True) as bar:
-            last = [0]
-
-            def progress(done: int, _total: int) -> None:
-                bar.update(done - last[0])
-                last[0] = done
-
-            summary = run_ingest(db, directory, split, workers=workers, listing=listing,
-                                 on_error=printer, on_progress=progress)
-    else:
-        summary = run_ingest(db, directory, split, workers=workers, listing=listing,
-                             on_error=printer)
+    try:
+        db = connect(db_path)
+    except (OSError, sqlite3.Error) as exc:
+        raise UserError(f"{db_path}: cannot open the database ({exc})") from None
+    show_bar = sys.stderr.isatty() and bool(listing.candidates)
+    try:
+        summary = _run(db, directory, split, workers, listing, show_bar)
+    except sqlite3.Error as exc:
+        # Batches committed before the failure stay; a re-run picks up from there.
+        raise UserError(f"{db_path}: database error while storing images ({exc})") from None
 
     note = summary.relabelled_note()
     if note:
@@ -94,3 +85,22 @@ def ingest(directory: Path, split: str | None, db_path: str, as_json: bool,
         click.echo(summary.line())
     if not summary.ok:
         raise UserError(f"{directory}: nothing ingested ({len(summary.errors)} bad files)")
+
+
+def _run(db, directory: Path, split: str | None, workers: int | None, listing, show_bar: bool):
+    """The ingest itself, with a progress bar on stderr when it is a terminal."""
+    from ..data import ingest as run_ingest
+
+    printer = _ErrorPrinter(show_bar)
+    if show_bar:
+        with click.progressbar(length=len(listing.candidates), label="ingest", file=sys.stderr,
+                               show_pos=True, show_eta=True) as bar:
+            last = [0]
+
+            def progress(done: int, _total: int) -> None:
+                bar.update(done - last[0])
+                last[0] = done
+
+            return run_ingest(db, directory, split, workers=workers, listing=listing,
+                              on_error=printer, on_progress=progress)
+    return run_ingest(db, directory, split, workers=workers, listing=listing, on_error=printer)
