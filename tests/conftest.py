@@ -29,3 +29,11 @@ def real_100sic() -> Path:
     if not (REAL_100SIC / "sports.csv").exists():
         pytest.skip(f"real images not present at {REAL_100SIC}")
     return REAL_100SIC
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded():
+    """builtin:tiny loaded once per test session (fp32, CPU), through the real loading path."""
+    from sportvlm_tui.model.loading import load_model
+
+    return load_model("builtin:tiny", quant="fp32", device="cpu")

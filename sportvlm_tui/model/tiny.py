@@ -125,6 +125,10 @@ def _config(n_text_vocab: int, n_extra: int):
         cross_layer_interval=1,
         max_position_embeddings=1024,
         use_resampler=False,
+        # The real model's gates start at 0 (images ignored until trained); a random test model
+        # needs open gates and larger weights so that its answers depend on the image at all.
+        alpha_initializer="ones",
+        initializer_range=0.5,
         vision_config={
             "embed_dim": 64,
             "image_size": IMAGE_SIZE,
@@ -132,6 +136,8 @@ def _config(n_text_vocab: int, n_extra: int):
             "num_hidden_layers": 1,
             "num_attention_heads": 4,
             "intermediate_size": 128,
+            "initializer_range": 0.5,
+            "initializer_factor": 5.0,
         },
         bos_token_id=1,
         eos_token_id=2,
