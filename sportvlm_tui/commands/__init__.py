@@ -8,6 +8,7 @@ import click
 
 # module name -> command attribute. Add a command here and in its own module.
 COMMANDS = {
+    "predict": "predict",
     "status": "status",
     "ingest": "ingest",
     "export": "export",
