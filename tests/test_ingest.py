@@ -441,3 +441,22 @@ def test_cli_database_that_cannot_be_opened(tmp_path):
     assert result.exit_code == 1
     assert result.stderr.startswith(f"error: {bad_db}: cannot open the database")
     assert "Traceback" not in result.output
+
+
+def test_file_names_that_would_break_a_line_or_the_database(tmp_path):
+    root = tmp_path / "odd"
+    good_images(root, 1)
+    (root / "two\nlines.jpg").write_text("text, and a newline in the name")
+    (root / "esc\x1b[31m.jpg").write_text("text, and a terminal escape in the name")
+    fd = os.open(os.fsencode(root) + b"/latin1-\xe9.jpg", os.O_WRONLY | os.O_CREAT, 0o644)
+    os.close(fd)
+    db = str(tmp_path / "o.db")
+    result = CliRunner().invoke(main, ["ingest", str(root), "--db", db])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3 and "Traceback" not in result.output
+    assert any(ln.startswith(f"{root}/two\\nlines.jpg: not an image") for ln in lines)
+    assert any("esc\\x1b[31m.jpg: not an image" in ln for ln in lines)
+    assert any("file name is not valid UTF-8" in ln for ln in lines)
+    assert "\x1b" not in result.stderr
+    assert len(images.list_images(connect(db))) == 1

@@ -20,9 +20,16 @@ class _ErrorPrinter:
         self.bar_active = bar_active
 
     def __call__(self, path: str, reason: str) -> None:
-        # Paths and reasons are printed as plain text (click.echo applies no markup).
         prefix = "\r\x1b[K" if self.bar_active else ""
-        click.echo(f"{prefix}{path}: {reason}", err=True)
+        click.echo(f"{prefix}{printable(path)}: {printable(reason)}", err=True)
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped: a file name holding a newline or a terminal
+    escape sequence stays on one line and cannot drive the terminal."""
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
 
 
 @click.command()
@@ -78,11 +85,11 @@ def ingest(directory: Path, split: str | None, db_path: str, as_json: bool,
 
     note = summary.relabelled_note()
     if note:
-        click.echo(note, err=True)
+        click.echo(printable(note), err=True)
     if as_json:
         click.echo(json.dumps(summary.as_dict(), indent=2))
     else:
-        click.echo(summary.line())
+        click.echo(printable(summary.line()))
     if not summary.ok:
         raise UserError(f"{directory}: nothing ingested ({len(summary.errors)} bad files)")
 

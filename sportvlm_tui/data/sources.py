@@ -152,6 +152,17 @@ def _walk(top: Path) -> list[tuple[PurePosixPath, str]]:
     return found
 
 
+def _storable(listing: Listing, rel_path: str) -> bool:
+    """False (and an error recorded) for a name the database cannot hold: bytes that are not
+    UTF-8 come back from the OS as lone surrogates, which SQLite's text cannot store."""
+    try:
+        rel_path.encode("utf-8")
+    except UnicodeEncodeError:
+        listing.errors.append((listing.display_path(rel_path), "file name is not valid UTF-8"))
+        return False
+    return True
+
+
 def _from_split_folders(root: Path, split_dirs: list[str], split: str | None) -> Listing:
     listing = Listing(root=root, layout="folders", splits_found=set(split_dirs))
     for s in split_dirs:
@@ -164,7 +175,8 @@ def _from_split_folders(root: Path, split_dirs: list[str], split: str | None) ->
             # <split>/<label>/<file>; deeper files keep the first folder as their label.
             label = rel_dir.parts[0] if rel_dir.parts else None
             rel_path = (PurePosixPath(s) / rel_dir / name).as_posix()
-            listing.candidates.append(Candidate(rel_path=rel_path, split=s, label=label))
+            if _storable(listing, rel_path):
+                listing.candidates.append(Candidate(rel_path=rel_path, split=s, label=label))
     return listing
 
 
@@ -175,5 +187,6 @@ def _from_plain_folder(root: Path, split: str | None) -> Listing:
             listing.ignored += 1
             continue
         rel_path = (rel_dir / name).as_posix()
-        listing.candidates.append(Candidate(rel_path=rel_path, split=split, label=None))
+        if _storable(listing, rel_path):
+            listing.candidates.append(Candidate(rel_path=rel_path, split=split, label=None))
     return listing
