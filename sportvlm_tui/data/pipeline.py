@@ -228,8 +228,10 @@ def ingest(
 
     Same content is stored once (by sha256): a re-run adds nothing. Each bad file is passed to
     `on_error(path, reason)` and collected in the summary; the others are stored in batches of
-    `batch_size`, one transaction each. `on_progress(done, total)` is called after each file.
-    On KeyboardInterrupt the validated images are stored before the interrupt propagates.
+    `batch_size`, one transaction each. `on_progress(done, total)` is called after each file,
+    in the caller's thread; to cancel (e.g. from a TUI worker), raise from it. On any exception,
+    KeyboardInterrupt included, the images validated so far are stored before it propagates,
+    so running the same call again resumes.
     Raises SourceError if the source as a whole is unreadable (e.g. sports.csv lacks columns).
     """
     if parallel not in PARALLEL_KINDS:
