@@ -155,7 +155,7 @@ def smoke(work: Path) -> None:
            final_loss=m["final_loss"], adapter=(out / "adapter").is_dir())
 
 
-def sweep(work: Path, ckpt: Path, variants: list[tuple[int, str]], steps: int,
+def sweep(work: Path, ckpt: Path, variants: list[tuple[int, str, bool]], steps: int,
           quant: str = "nf4") -> None:
     import io
 
@@ -175,20 +175,22 @@ def sweep(work: Path, ckpt: Path, variants: list[tuple[int, str]], steps: int,
     report(stage="load", quant=quant, seconds=round(time.monotonic() - t0, 1),
            weights_gib=round(torch.cuda.memory_allocated() / 2**30, 2) if gpu else None,
            device=torch.cuda.get_device_name(0) if gpu else "cpu")
-    for mbs, scope in variants:
-        out = work / f"sweep-{mbs}-{scope}-{int(time.time())}"
+    for mbs, scope, ckpting in variants:
+        out = work / f"sweep-{mbs}-{scope}-{int(ckpting)}-{int(time.time())}"
         buf = io.StringIO()
         try:
             torch.cuda.empty_cache()
             m = main(TrainConfig(pairs=str(pf), out_dir=str(out), model=str(ckpt), quant=quant,
-                                 micro_batch_size=mbs, lora_scope=scope, max_steps=steps),
+                                 micro_batch_size=mbs, lora_scope=scope, max_steps=steps,
+                                 gradient_checkpointing=ckpting),
                      progress=ProgressWriter(None, stream=buf), base=base)
-            report(stage="sweep", micro_batch=mbs, lora_scope=scope, steps=m["steps"],
+            report(stage="sweep", micro_batch=mbs, lora_scope=scope, checkpointing=ckpting,
+                   steps=m["steps"],
                    samples_per_s=m["steady_samples_per_s"], peak_gib=m["peak_mem_gib"],
                    trainable_params=m["trainable_params"], device=m["device"],
                    final_loss=m["final_loss"])
         except Exception as exc:  # one variant failing (OOM) must not stop the others
-            report(stage="sweep", micro_batch=mbs, lora_scope=scope,
+            report(stage="sweep", micro_batch=mbs, lora_scope=scope, checkpointing=ckpting,
                    error=f"{type(exc).__name__}: {str(exc)[:200]}")
             torch.cuda.empty_cache()
     del base
@@ -207,6 +209,17 @@ def seq_lengths(ckpt: Path) -> None:
     for lab in ("archery", "tug of war", "ampute football"):
         ids = proc(text=[training_prompt("label", im, lab)], return_tensors="pt")["input_ids"]
         report(stage="seq", answer=lab, tokens=int(ids.shape[1]))
+
+
+def improc(ckpt: Path) -> None:
+    """What the image processor returns here (torchvision present or not)."""
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    proc = AutoProcessor.from_pretrained(ckpt)
+    out = proc.image_processor([Image.new("RGB", (224, 224))], return_tensors="pt")
+    report(stage="improc", cls=type(proc.image_processor).__name__, out=type(out).__name__,
+           shape=list(getattr(out, "shape", [])) or {k: list(v.shape) for k, v in out.items()})
 
 
 def e2e(work: Path, ckpt: Path | str, extra: list[str]) -> None:
@@ -246,6 +259,9 @@ def e2e(work: Path, ckpt: Path | str, extra: list[str]) -> None:
            eval=(promoted.metrics.get("eval", {}).get("verdict", {}).get("reason")
                  if promoted else None),
            tail=[x for x in tail if "step" not in x][-8:])
+    if r.returncode:
+        for log in sorted(work.glob("e2e-adapter-*.log"))[-1:]:
+            print(log.read_text()[-3000:], flush=True)
 
 
 def main() -> int:
@@ -253,9 +269,10 @@ def main() -> int:
     ap.add_argument("--work", default=str(REPO / "runs" / "bench9b"))
     ap.add_argument("--stages", default="smoke,build,seq,sweep,e2e")
     ap.add_argument("--variants", default="8:all,32:all,32:text,64:text",
-                    help="micro-batch:scope list for the sweep")
+                    help="micro-batch:scope[:nogc] list for the sweep (nogc: no gradient "
+                         "checkpointing)")
     ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--e2e-args", default="--micro-batch-size 32 --lora-scope text",
+    ap.add_argument("--e2e-args", default="",
                     help="extra `sportvlm train` flags for the e2e stage")
     ap.add_argument("--json", default=None)
     ap.add_argument("--model", default=None,
@@ -267,7 +284,8 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     ckpt = Path(args.model) if args.model else work / "idefics9b-random"
     stages = args.stages.split(",")
-    variants = [(int(v.split(":")[0]), v.split(":")[1]) for v in args.variants.split(",")]
+    variants = [(int(v.split(":")[0]), v.split(":")[1], not v.endswith(":nogc"))
+                for v in args.variants.split(",")]
     for stage in stages:
         t0 = time.monotonic()
         try:
@@ -281,6 +299,8 @@ def main() -> int:
                 sweep(work, ckpt, variants, args.steps, args.quant)
             elif stage == "e2e":
                 e2e(work, ckpt, args.e2e_args.split())
+            elif stage == "improc":
+                improc(ckpt)
         except Exception as exc:
             traceback.print_exc()
             report(stage=stage, error=f"{type(exc).__name__}: {str(exc)[:300]}")

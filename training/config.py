@@ -64,8 +64,10 @@ class TrainConfig:
     """Passes over the pairs (fractions allowed); ignored when `max_steps` is set."""
     max_steps: int | None = None
     """Optimizer steps to run, overriding `epochs` (cycles through the data as needed)."""
-    micro_batch_size: int = 8
-    """Pairs per forward/backward pass on one device."""
+    micro_batch_size: int = 64
+    """Pairs per forward/backward pass on one device. IDEFICS-9b in NF4 is launch-bound at
+    small batches (a step takes about as long at 8 as at 64), so large micro-batches are
+    nearly free: 64 ran at 68 samples/s in 10 GiB on an H200 (benchmarks/bench_train_gpu.py)."""
     grad_accum: int = 1
     """Micro-batches per optimizer step."""
     gradient_checkpointing: bool = True

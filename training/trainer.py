@@ -80,9 +80,14 @@ def _optimizer(config: TrainConfig, params, device):
 def load_base(config: TrainConfig, device):
     """The base model per `quant` through the predictor's loader. Returns (model, processor,
     resolved quant)."""
+    import torch
+
     from sportvlm_tui.errors import UserError
     from sportvlm_tui.model.loading import load_model
 
+    if device.type == "cuda" and device.index is None:
+        # accelerate says "cuda"; the loader's device_map needs the index.
+        device = torch.device("cuda", torch.cuda.current_device())
     try:
         loaded = load_model(config.model, quant=config.quant, device=str(device))
     except UserError as exc:
@@ -97,15 +102,17 @@ def build_model(config: TrainConfig, device, base=None):
 
     model, processor, quant = base if base is not None else load_base(config, device)
     model.config.use_cache = False
-    if config.gradient_checkpointing:
-        import warnings
+    import warnings
 
-        with warnings.catch_warnings():
-            # 5.2x renames it (activation_checkpointing_*) with another signature; the GPU
-            # machine's 5.17 has only this one.
-            warnings.simplefilter("ignore", FutureWarning)
+    with warnings.catch_warnings():
+        # 5.2x renames these (activation_checkpointing_*) with another signature; the GPU
+        # machine's 5.17 has only the old names.
+        warnings.simplefilter("ignore", FutureWarning)
+        if config.gradient_checkpointing:
             model.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False})
+        elif getattr(model, "is_gradient_checkpointing", False):
+            model.gradient_checkpointing_disable()  # a lent base may come with it on
     if config.from_adapter:
         path = Path(config.from_adapter)
         if not (path / "adapter_config.json").is_file():
