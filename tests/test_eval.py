@@ -247,3 +247,12 @@ def test_table1_falls_back_to_changed_answers_when_accuracy_did_not_move(db):
     assert c.helped == [] and c.worse == []
     assert c.table1_labels == ["golf", "polo", "luge"]  # 2 changed, 1 changed, 0 changed
     assert [(zs.text, ft.text) for zs, ft in c.table1][:2] == [("x", "y"), ("x", "z")]
+
+
+def test_eval_cli_unwritable_out_is_one_line(populated, tmp_path):
+    path = _cli_db(tmp_path, populated[0])
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = CliRunner().invoke(main, ["eval", "--db", str(path), "--out",
+                                    str(blocker / "report.md")])
+    assert res.exit_code == 1 and "--out" in res.output and "Traceback" not in res.output

@@ -62,7 +62,10 @@ def eval_command(split: str, labels_arg: str | None, model: str | None, adapter:
     report = build_report(db, split=split, labels=labels, model=model, adapter=adapter)
     if adapter is not None and report.comparison is None:
         raise UserError(f"--adapter {adapter}: no label predictions by that adapter on {split}")
-    written = write_report(report, out_path) if out_path else []
+    try:
+        written = write_report(report, out_path) if out_path else []
+    except OSError as exc:
+        raise UserError(f"--out {out_path}: cannot write ({exc.strerror or exc})") from None
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
         return
