@@ -460,3 +460,22 @@ def test_file_names_that_would_break_a_line_or_the_database(tmp_path):
     assert any("file name is not valid UTF-8" in ln for ln in lines)
     assert "\x1b" not in result.stderr
     assert len(images.list_images(connect(db))) == 1
+
+
+def test_other_formats_and_modes_are_recorded(db, tmp_path):
+    made = {
+        "rgba.png": Image.new("RGBA", (30, 20), (1, 2, 3, 4)),
+        "palette.gif": Image.new("P", (16, 16)),
+        "grey.jpg": Image.new("L", (24, 24), 128),
+        "cmyk.jpg": Image.new("CMYK", (24, 24), (0, 50, 100, 0)),
+        "photo.webp": Image.new("RGB", (40, 30), "green"),
+        "scan.tif": Image.new("RGB", (12, 10), "blue"),
+        "old.bmp": Image.new("RGB", (8, 8), "red"),
+    }
+    for name, im in made.items():
+        im.save(tmp_path / name)
+    summary = ingest(db, tmp_path)
+    assert summary.errors == [] and summary.added == len(made)
+    for rel, img in stored(db).items():
+        with Image.open(tmp_path / rel) as im:
+            assert (img.width, img.height, img.mode) == (*im.size, im.mode), rel
