@@ -160,22 +160,25 @@ class Experiment:
         are left out of both, so nothing is trained or prompted on what is evaluated."""
         from ..prompts import load_examples
 
-        if self.config.captions is None:
-            return [], []
-        held_out = {im.path.resolve() for im in self._root_images(self.config.split)}
+        c = self.config
+        held_out = {im.path.resolve() for im in self._root_images(c.split)}
         try:
-            pairs = load_examples(self.config.captions)
-            examples = load_examples(self.config.examples) if self.config.examples else None
+            pairs = load_examples(c.captions) if c.captions else []
+            examples = load_examples(c.examples) if c.examples else None
         except (OSError, ValueError) as exc:
             raise UserError(str(exc)) from None
         kept = [p for p in pairs if Path(p.image).resolve() not in held_out]
         if len(kept) < len(pairs):
-            self.out.note(f"{len(pairs) - len(kept)} caption pairs show {self.config.split} "
-                          "images: left out of training")
+            self.out.note(f"{len(pairs) - len(kept)} caption pairs show {c.split} images: "
+                          "left out of training")
         if examples is None:
             examples = kept[:FEW_SHOT_EXAMPLES]
         else:
-            examples = [e for e in examples if Path(e.image).resolve() not in held_out]
+            shown = [e for e in examples if Path(e.image).resolve() not in held_out]
+            if len(shown) < len(examples):
+                self.out.note(f"{len(examples) - len(shown)} few-shot examples show {c.split} "
+                              "images: left out")
+            examples = shown
         return kept, examples
 
     # ---- the run -------------------------------------------------------------------------
@@ -193,8 +196,17 @@ class Experiment:
         eval_ids = [im.id for im in evals]
         cap_ids = self.caption_image_ids()
         cap_pairs, examples = self.caption_pairs()
-        if c.captions is not None and not examples:
-            self.out.note("no few-shot examples left: few-shot captions are skipped")
+        label_pairs = [self._label_pair(im) for im in self.training_images()]
+        if not label_pairs and adapter_store.get_adapter(self.db, c.label_adapter) is None:
+            # Found now rather than after an hour of zero-shot prediction.
+            raise UserError(f"--per-label: split {c.train_split!r} under {c.root} has no "
+                            "labelled images to train on")
+        if not examples:
+            self.out.note("no few-shot examples (--examples or --captions): few-shot captions "
+                          "are skipped")
+        if not cap_pairs:
+            self.out.note("no caption pairs (--captions): no caption adapter, no fine-tuned "
+                          "captions")
 
         self.out.step(f"zero-shot: labels on {c.split}, captions on {len(cap_ids)} images")
         jobs = [("label", "zero-shot", eval_ids, None), ("caption", "zero-shot", cap_ids, None)]
@@ -202,7 +214,6 @@ class Experiment:
             jobs.append(("caption", "few-shot", cap_ids, examples))
         self.predict(None, jobs)
 
-        label_pairs = [self._label_pair(im) for im in self.training_images()]
         self.out.step(f"QLoRA on labels: {len(label_pairs)} {c.train_split} images "
                       f"(at most {c.per_label} per label)")
         self.train(c.label_adapter, c.out_dir / "pairs" / "labels.jsonl", label_pairs, "label")
