@@ -34,6 +34,7 @@ from .modals import FilterScreen, GotoScreen, HelpScreen, LabelPicker, OrderScre
 from .session import Action, Item, ReviewSession, StaleAction, Stats, read_stats
 from .widgets import CaptionEditor, GraphicsImage, HalfblockImage, ImageArea
 
+QUEUE_RECOUNT_S = 5.0
 # Errors a job may meet that must become a notification, never a crash.
 JOB_ERRORS = (sqlite3.Error, OSError, LookupError, ValueError)
 
@@ -122,6 +123,7 @@ class ReviewScreen(Screen):
         self._stats_timer = None
         self._first_shown = False
         self._stats_due = False
+        self._queue_counted: tuple[QueueSpec, float] | None = None
 
     # --- layout ---------------------------------------------------------------------
 
@@ -339,8 +341,16 @@ class ReviewScreen(Screen):
         db = getattr(self, "_stats_db", None)
         if db is None:
             db = self._stats_db = connect(self.cfg.db_path, migrate=False)
+        spec, last = self.spec, self.stats
+        # Recount the queue (a scan) only for a new filter or every few seconds; the done
+        # count is an index lookup and is fresh after every decision.
+        fresh = (last is not None and self._queue_counted is not None
+                 and self._queue_counted[0] == spec
+                 and self.clock() - self._queue_counted[1] < QUEUE_RECOUNT_S)
         try:
-            stats = read_stats(db, self.spec, None)
+            stats = read_stats(db, spec, queue=last.queue if fresh else None)
+            if not fresh:
+                self._queue_counted = (spec, self.clock())
         except JOB_ERRORS:
             stats = None  # the counts are a nicety; the next decision tries again
         if not worker.is_cancelled:

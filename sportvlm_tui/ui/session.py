@@ -61,7 +61,6 @@ class Stats:
     done: int = 0
     total: int = 0
     queue: int = 0
-    before_start: int = 0
 
 
 @dataclass
@@ -273,12 +272,8 @@ class ReviewSession:
         release_claims(self.db, self.annotator)
 
 
-def read_stats(db: Database, spec: rq.QueueSpec, first_key: tuple | None) -> Stats:
-    """Counts for the status bar (run on a separate read connection: they scan)."""
+def read_stats(db: Database, spec: rq.QueueSpec, *, queue: int | None = None) -> Stats:
+    """Counts for the status bar (run on a separate read connection). The queue size scans
+    the whole queue, so the caller passes the last one back in (`queue`) to skip it."""
     done, total = rq.progress(db, spec.split)
-    return Stats(
-        done=done,
-        total=total,
-        queue=rq.count(db, spec),
-        before_start=rq.count(db, spec, before=first_key) if first_key else 0,
-    )
+    return Stats(done=done, total=total, queue=rq.count(db, spec) if queue is None else queue)

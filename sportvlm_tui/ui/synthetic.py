@@ -6,6 +6,7 @@ what lets the benchmark build a 100,000-image queue from a handful of JPEGs.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,14 +53,16 @@ def populate(
     """Add `n` images cycling over `files` (root = their folder), each with a label prediction
     (confidence and top-5) and, if `captions`, a caption prediction."""
     rng = random.Random(seed)
-    root = Path(files[0]).resolve().parent
+    paths = [Path(f).resolve() for f in files]
+    root = Path(os.path.commonpath([p.parent for p in paths]))
     for start in range(0, n, batch):
         stop = min(n, start + batch)
         recs = []
         for k in range(start, stop):
-            f = Path(files[k % len(files)])
+            f = paths[k % len(paths)]
             recs.append(ImageRecord(
-                sha256=f"{k:064x}", root=str(root), rel_path=f.name, split=split,
+                sha256=f"{k:064x}", root=str(root), rel_path=f.relative_to(root).as_posix(),
+                split=split,
                 label=labels[k % len(labels)], width=224, height=224, mode="RGB", bytes=1000,
             ))
         add_images(db, recs)
