@@ -479,3 +479,21 @@ def test_other_formats_and_modes_are_recorded(db, tmp_path):
     for rel, img in stored(db).items():
         with Image.open(tmp_path / rel) as im:
             assert (img.width, img.height, img.mode) == (*im.size, im.mode), rel
+
+
+def test_cli_decoder_warnings_are_one_line(tmp_path, monkeypatch):
+    good_images(tmp_path / "w", 2)
+    real_decode = validate.decode
+
+    def warning_decode(data):
+        import warnings
+
+        warnings.warn("odd metadata\nsecond line", UserWarning, stacklevel=1)
+        return real_decode(data)
+
+    monkeypatch.setattr(validate, "decode", warning_decode)
+    result = CliRunner().invoke(main, ["ingest", str(tmp_path / "w"), "--db",
+                                       str(tmp_path / "w.db"), "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()  # Python may show a repeated warning only once
+    assert lines and set(lines) == {"warning: odd metadata\\nsecond line"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -22,6 +23,10 @@ class _ErrorPrinter:
     def __call__(self, path: str, reason: str) -> None:
         prefix = "\r\x1b[K" if self.bar_active else ""
         click.echo(f"{prefix}{printable(path)}: {printable(reason)}", err=True)
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    click.echo(f"warning: {printable(str(message))}", err=True)
 
 
 def printable(text: str) -> str:
@@ -78,7 +83,10 @@ def ingest(directory: Path, split: str | None, db_path: str, as_json: bool,
         raise UserError(f"{db_path}: cannot open the database ({exc})") from None
     show_bar = sys.stderr.isatty() and bool(listing.candidates)
     try:
-        summary = _run(db, directory, split, workers, listing, show_bar)
+        with warnings.catch_warnings():
+            # Other decoder warnings (odd metadata and the like) become one line each too.
+            warnings.showwarning = _warning_line
+            summary = _run(db, directory, split, workers, listing, show_bar)
     except sqlite3.Error as exc:
         # Batches committed before the failure stay; a re-run picks up from there.
         raise UserError(f"{db_path}: database error while storing images ({exc})") from None
