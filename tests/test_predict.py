@@ -161,13 +161,13 @@ def test_pruned_candidates_never_overstate_the_scored_labels(tiny_loaded, image_
     kv = _cache_kv(cache)
     full = runner.score_labels(enc, feats, first, kv, LABELS)
     runner.certify_top = 2
-    pruned = runner.score_labels(enc, feats, first, kv, LABELS, candidates=1)
+    pruned = runner.score_labels(enc, feats, first, kv, LABELS, candidates=1, max_rounds=9)
     for f, p in zip(full, pruned, strict=True):
         # The best two are exact, in the exact order; probabilities never overstated.
         assert [lab for lab, _ in p.ranked[:2]] == [lab for lab, _ in f.ranked[:2]]
         for label, prob in p.ranked[:2]:
             assert prob <= f.probs[label] + 1e-6
-        assert sum(p.probs.values()) == pytest.approx(1.0, abs=1e-5)
+        assert p.exact and sum(p.probs.values()) <= 1 + 1e-6
 
 
 # -- the prediction run -----------------------------------------------------------------------

@@ -26,8 +26,9 @@ def _default_examples() -> Path | None:
 
 def _relaunch_with_accelerate(num_gpus: int) -> None:
     """Re-run this very command under `accelerate launch`, one process per GPU."""
+    argv = sys.argv[sys.argv.index("predict"):] if "predict" in sys.argv else ["predict"]
     args, skip = [], False
-    for a in sys.argv[1:]:
+    for a in argv:
         if skip:
             skip = False
             continue
@@ -39,7 +40,7 @@ def _relaunch_with_accelerate(num_gpus: int) -> None:
         args.append(a)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_gpus),
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "-m", "sportvlm_tui.cli", *args]
+           "-m", "sportvlm_tui.commands.predict", *args]
     raise SystemExit(subprocess.call(cmd))
 
 
@@ -233,3 +234,10 @@ def _quiet_transformers() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+
+
+if __name__ == "__main__":
+    # `accelerate launch -m sportvlm_tui.commands.predict predict ARGS` (what --num-gpus runs).
+    from ..cli import main as cli_main
+
+    cli_main()

@@ -221,6 +221,7 @@ class Runner:
     @torch.inference_mode()
     def score_labels(self, enc: Encoded, feats, first_logprobs, prompt_kv, labels: list[str],
                      *, task: str = "label", candidates: int | None = None,
+                     max_rounds: int = 2, include: list[int | None] | None = None,
                      max_rows: int = 512) -> list[LabelScores]:
         """Log-likelihood of each label after the prompt (not length-normalised), softmaxed over
         the vocabulary. A label's score is log P(tokens) + log P(answer ends right after), the
@@ -228,9 +229,12 @@ class Runner:
 
         `candidates`: instead of every label, score best-first in rounds of `candidates` labels
         per image, ranked by log P(first token) (an upper bound, free from the prompt pass),
-        until the best `certify_top` labels are exact, so the ranking of the top-k is exact.
+        until the best `certify_top` labels are exact (then their ranking is exact: no unscored
+        label can overtake them) or `max_rounds` rounds are done. `include[i]`: a label index
+        scored for image i in any case (the generated answer, so its confidence is exact).
         Unscored labels keep their bound, which only inflates the normaliser: the scored labels'
-        probabilities (the answer, the top-k) are then lower bounds, never over-confident.
+        probabilities are then lower bounds, never over-confident. Only scored labels appear in
+        `probs` and `ranked`; `exact` says whether the top was certified.
         """
         if not labels:
             return []
@@ -289,23 +293,28 @@ class Runner:
             # the top `certify` of every image are exact scores, i.e. no unscored label (whose
             # bound is below them) can overtake them.
             certify = min(self.certify_top, n_lab)
-            while True:
+            forced = torch.zeros(bsz, n_lab, dtype=torch.bool, device=dev)
+            for i, lab in enumerate(include or []):
+                if lab is not None:
+                    forced[i, lab] = True
+            for _ in range(max_rounds):
                 top = scores.topk(certify, dim=1).indices
-                open_rows = ~scored.gather(1, top).all(dim=1)
+                open_rows = ~scored.gather(1, top).all(dim=1) | (forced & ~scored).any(dim=1)
                 if not bool(open_rows.any()):
                     break
                 pending = scores.masked_fill(scored, -math.inf)
-                pick = pending.topk(min(candidates, n_lab), dim=1).indices
-                ok = ~scored.gather(1, pick) & open_rows[:, None]
-                rows_b = torch.arange(bsz, device=dev)[:, None].expand_as(pick)[ok]
-                rows_l = pick[ok]
+                want = torch.zeros_like(scored)
+                want.scatter_(1, pending.topk(min(candidates, n_lab), dim=1).indices, True)
+                want = (want | forced) & ~scored & open_rows[:, None]
+                rows_b, rows_l = want.nonzero(as_tuple=True)
                 scores[rows_b, rows_l] = exact_scores(rows_b, rows_l)
-                scored[rows_b, rows_l] = True
-        probs = torch.softmax(scores, dim=1).cpu().tolist()
-        all_exact = scored.all(dim=1).cpu().tolist()
+                scored |= want
+        top = scores.topk(min(self.certify_top, n_lab), dim=1).indices
+        certified = scored.gather(1, top).all(dim=1).cpu().tolist()
+        probs = torch.softmax(scores, dim=1).masked_fill(~scored, -1.0).cpu().tolist()
         result = []
-        for row, is_exact in zip(probs, all_exact, strict=True):
-            p = dict(zip(labels, row, strict=True))
+        for row, ok in zip(probs, certified, strict=True):
+            p = {lab: q for lab, q in zip(labels, row, strict=True) if q >= 0}
             ranked = sorted(p.items(), key=lambda kv: (-kv[1], kv[0]))
-            result.append(LabelScores(probs=p, exact=is_exact, ranked=ranked))
+            result.append(LabelScores(probs=p, exact=ok, ranked=ranked))
         return result

@@ -192,3 +192,48 @@ def load_model(
         device=dev,
         quant=quant,
     )
+
+
+def dequantize_4bit_weights(model, *, max_fraction_of_free: float = 0.8) -> int:
+    """Replace every bitsandbytes 4-bit linear layer by a plain one holding its dequantised
+    weights (the NF4 values in the compute dtype). Returns the number of layers replaced, 0
+    when the model has none or the GPU lacks the memory for all of them.
+
+    Why: bitsandbytes' fast 4-bit kernels are for batch size 1; at larger batches each matmul
+    dequantises the whole weight first, at every forward. Doing it once gives the same numbers
+    (the same dequantised values and matmul) at bf16 speed, for bf16 memory.
+    """
+    import torch
+
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return 0
+    targets = [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if isinstance(child, bnb.nn.Linear4bit)
+    ]
+    if not targets:
+        return 0
+    dtype = targets[0][2].compute_dtype or torch.bfloat16
+    needed = sum(c.in_features * c.out_features for _, _, c in targets) * (
+        torch.finfo(dtype).bits // 8
+    )
+    device = targets[0][2].weight.device
+    # On CPU bitsandbytes repacks 4-bit weights at the first forward; the trick is for GPUs.
+    if device.type != "cuda" or needed > max_fraction_of_free * torch.cuda.mem_get_info(device)[0]:
+        return 0
+    for parent, name, child in targets:
+        w = bnb.functional.dequantize_4bit(child.weight.data, child.weight.quant_state).to(dtype)
+        plain = torch.nn.Linear(child.in_features, child.out_features,
+                                bias=child.bias is not None, device=w.device, dtype=dtype)
+        plain.weight = torch.nn.Parameter(w.reshape(child.out_features, child.in_features),
+                                          requires_grad=False)
+        if child.bias is not None:
+            plain.bias = torch.nn.Parameter(child.bias.data.to(dtype), requires_grad=False)
+        setattr(parent, name, plain)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return len(targets)

@@ -330,8 +330,12 @@ def _predict_batch(runner, encoder, items, *, task, mode, examples, ex_feats, vo
 
     prompt_kv = _cache_kv(cache) if vocab else None
     gen = runner.greedy(enc, feats, first, cache, max_new)
-    scores = runner.score_labels(enc, feats, first, prompt_kv, vocab, task=task,
-                                 candidates=candidates) if vocab else []
+    scores = []
+    if vocab:
+        index = {lab: j for j, lab in enumerate(vocab)}
+        answers = [index.get(parse_label(t)) for t in gen.texts]
+        scores = runner.score_labels(enc, feats, first, prompt_kv, vocab, task=task,
+                                     candidates=candidates, include=answers)
     out = []
     for i, (im, _) in enumerate(items):
         raw = gen.texts[i]
