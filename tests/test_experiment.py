@@ -39,7 +39,7 @@ def _read_csv(path: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_experiment_end_to_end_and_resume(tmp_path):
-    from sportvlm_tui.evaluation.experiment import Experiment, ExperimentConfig
+    from sportvlm_tui.evaluation.experiment import Experiment, ExperimentConfig, Reporter
     from sportvlm_tui.evaluation.grading import caption_conditions
 
     db_path = tmp_path / "exp.db"
@@ -48,8 +48,19 @@ def test_experiment_end_to_end_and_resume(tmp_path):
     config = ExperimentConfig(
         root=SAMPLE_DATA, db_path=str(db_path), out_dir=out, model=TINY, per_label=PER_LABEL,
         captions=captions, examples=SAMPLE_DATA / "fewshot_captions.jsonl",
-        caption_images=CAPTION_IMAGES, train_options={"micro_batch_size": 4, "max_steps": 2})
+        caption_images=CAPTION_IMAGES, batch_size=8,
+        train_options={"micro_batch_size": 4, "max_steps": 2})
     db = connect(db_path)
+
+    class StopAfterOneBatch(Reporter):
+        def progress(self, what, done, total):
+            if what == "label zero-shot":
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Experiment(config, db, StopAfterOneBatch()).run()
+    # The batch committed before the interrupt is kept; nothing else was started.
+    assert db.execute("SELECT count(*) FROM predictions").fetchone()[0] == 8
     Experiment(config, db).run()
 
     # What the steps stored.
