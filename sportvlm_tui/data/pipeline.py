@@ -41,26 +41,6 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-@dataclass(frozen=True)
-class _Stored:
-    width: int
-    height: int
-    mode: str
-    split: str | None
-    label: str | None
-    rel_path: str
-
-
-def _stored_images(db: Database) -> dict[str, _Stored]:
-    """What the database already holds, by sha256 (a read of storage's `images` table)."""
-    return {
-        sha: _Stored(w, h, m, s, lab, rel)
-        for sha, w, h, m, s, lab, rel in db.execute(
-            "SELECT sha256, width, height, mode, split, label, rel_path FROM images"
-        ).fetchall()
-    }
-
-
 @dataclass
 class IngestSummary:
     """What one ingest run did. `errors` holds (path, reason) in the order found."""
@@ -254,7 +234,7 @@ def ingest(
         summary.seen += 1
         report(path, reason)
 
-    stored = _stored_images(db)
+    stored = image_store.stored_contents(db)
     known = frozenset(stored)
     # sha256 -> (split, label, path) of the copy that was stored (or listed) first, to tell the
     # user when the same content also appears under another split or label (e.g. train/valid

@@ -67,6 +67,28 @@ def known_hashes(db: Database) -> set[str]:
     return {r[0] for r in db.execute("SELECT sha256 FROM images").fetchall()}
 
 
+@dataclass(frozen=True)
+class StoredContent:
+    """What is stored for one content hash: enough to ingest a copy without decoding it."""
+
+    width: int
+    height: int
+    mode: str
+    split: str | None
+    label: str | None
+    rel_path: str
+
+
+def stored_contents(db: Database) -> dict[str, StoredContent]:
+    """Every stored image by sha256, in one query (ingest's duplicate check)."""
+    return {
+        sha: StoredContent(w, h, m, s, lab, rel)
+        for sha, w, h, m, s, lab, rel in db.execute(
+            "SELECT sha256, width, height, mode, split, label, rel_path FROM images"
+        ).fetchall()
+    }
+
+
 def add_images(db: Database, records: list[ImageRecord]) -> int:
     """Store `records` in one transaction; content already present is skipped. Returns added."""
     if not records:
