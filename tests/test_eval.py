@@ -256,3 +256,15 @@ def test_eval_cli_unwritable_out_is_one_line(populated, tmp_path):
     res = CliRunner().invoke(main, ["eval", "--db", str(path), "--out",
                                     str(blocker / "report.md")])
     assert res.exit_code == 1 and "--out" in res.output and "Traceback" not in res.output
+
+
+def test_eval_cli_labels_without_fine_tuned_predictions(tmp_path):
+    path = tmp_path / "zs.db"
+    db = connect(path)
+    images.add_images(db, [_record(1, "golf", "test")])
+    predictions.add_predictions(db, [predictions.NewPrediction(
+        1, "label", "zero-shot", "m", "", "golf", "golf")])
+    res = CliRunner().invoke(main, ["eval", "--db", str(path), "--labels", "golf"])
+    assert res.exit_code == 1 and "fine-tuned" in res.output
+    res = CliRunner().invoke(main, ["eval", "--db", str(path)])
+    assert res.exit_code == 0 and "1 / 1" in res.output

@@ -62,6 +62,9 @@ def eval_command(split: str, labels_arg: str | None, model: str | None, adapter:
     report = build_report(db, split=split, labels=labels, model=model, adapter=adapter)
     if adapter is not None and report.comparison is None:
         raise UserError(f"--adapter {adapter}: no label predictions by that adapter on {split}")
+    if labels is not None and report.comparison is None:
+        raise UserError(f"--labels: Table 1 needs zero-shot and fine-tuned label predictions "
+                        f"on {split}; there are none to compare")
     try:
         written = write_report(report, out_path) if out_path else []
     except OSError as exc:
