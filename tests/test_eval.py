@@ -268,3 +268,22 @@ def test_eval_cli_labels_without_fine_tuned_predictions(tmp_path):
     assert res.exit_code == 1 and "fine-tuned" in res.output
     res = CliRunner().invoke(main, ["eval", "--db", str(path)])
     assert res.exit_code == 0 and "1 / 1" in res.output
+
+
+def test_two_models_and_markup_in_names_stay_apart_and_literal(db):
+    images.add_images(db, [_record(1, "golf", "test"), _record(2, "polo", "test")])
+    rows = [predictions.NewPrediction(i, "label", "zero-shot", model, adapter, text, text)
+            for i, text in ((1, "golf"), (2, "golf"))
+            for model, adapter in (("a", ""), ("b", ""), ("b", "[red]x[/red]"))]
+    predictions.add_predictions(db, rows)
+    report = build_report(db, split="test")
+    per = {r["label"]: r for r in report.per_label_rows()}
+    assert per["golf"]["zero-shot [a] exact"] == 1 and per["golf"]["zero-shot [b] exact"] == 1
+    assert report.comparison.fine_tuned.adapter == "[red]x[/red]"
+    from rich.console import Console
+
+    from sportvlm_tui.evaluation.report import render
+
+    console = Console(record=True, width=200)
+    render(report, console)
+    assert "fine-tuned ([red]x[/red])" in console.export_text()

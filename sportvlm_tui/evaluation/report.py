@@ -65,7 +65,7 @@ class Report:
             row: dict = {"label": label}
             for g in self.groups:
                 s = g.per_label.get(label)
-                key = _column(g)
+                key = self.column(g)
                 row[f"{key} exact"] = s.exact if s else 0
                 row[f"{key} lenient"] = s.lenient if s else 0
                 row[f"{key} total"] = s.total if s else 0
@@ -74,7 +74,7 @@ class Report:
 
     def confusion_rows(self) -> list[dict]:
         return [
-            {"condition": _column(g), "label": t, "answer": ans, "kind": kind, "count": n}
+            {"condition": self.column(g), "label": t, "answer": ans, "kind": kind, "count": n}
             for g in self.groups
             for t, ans, kind, n in g.confusions(self.confusion_limit)
         ]
@@ -100,6 +100,12 @@ class Report:
         return [{"grader": g.grader, "model": g.model, "condition": g.condition,
                  "acceptable": g.acceptable, "graded": g.graded} for g in self.captions]
 
+    def column(self, g: GroupResult) -> str:
+        """A condition's column name; the model is added when the report has several."""
+        if len({x.condition.model for x in self.groups}) > 1:
+            return f"{g.condition.name} [{g.condition.model}]"
+        return g.condition.name
+
     def to_json(self) -> dict:
         c = self.comparison
         return {
@@ -121,11 +127,6 @@ class Report:
             },
             "captions": self.caption_rows(),
         }
-
-
-def _column(g: GroupResult) -> str:
-    """A condition's column name (the model is added only when it is not the only one)."""
-    return g.condition.name
 
 
 def build_report(db: Database, *, split: str = "test", labels: list[str] | None = None,
@@ -194,7 +195,7 @@ def render(report: Report, console: Console) -> None:
     if c is not None:
         for title, items in (("Fine-tuning helped most", c.helped[:10]),
                              ("Fine-tuning made worse", c.worse)):
-            t = Table(title=f"{title} ({c.zero_shot.name} -> {c.fine_tuned.name})",
+            t = Table(title=Text(f"{title} ({c.zero_shot.name} -> {c.fine_tuned.name})"),
                       title_justify="left")
             for col in ("label", "zero-shot", "fine-tuned", "change"):
                 t.add_column(col)
@@ -216,7 +217,7 @@ def render(report: Report, console: Console) -> None:
         t = Table(title="Per-label accuracy (exact match)", title_justify="left")
         t.add_column("label")
         for g in report.groups:
-            t.add_column(Text(_column(g)))
+            t.add_column(Text(report.column(g)))
         for label in sorted({lb for g in report.groups for lb in g.per_label}):
             cells = []
             for g in report.groups:
@@ -226,7 +227,8 @@ def render(report: Report, console: Console) -> None:
         console.print(t)
         for g in report.groups:
             conf = g.confusions(report.confusion_limit)
-            t = Table(title=f"Most frequent mistakes: {_column(g)}", title_justify="left")
+            t = Table(title=Text(f"Most frequent mistakes: {report.column(g)}"),
+                      title_justify="left")
             for col in ("label", "answer", "kind", "count"):
                 t.add_column(col)
             for label, ans, kind, n in conf:
@@ -320,11 +322,11 @@ def to_markdown(report: Report, csv_names: dict[str, str] | None = None) -> str:
                 s = g.per_label.get(label)
                 row.append(_md_bar(s.exact, s.total) if s else "-")
             body.append(row)
-        out += _md_table(["label"] + [_column(g) for g in report.groups], body)
+        out += _md_table(["label"] + [report.column(g) for g in report.groups], body)
         out += ["## Most frequent mistakes", ""]
         for g in report.groups:
             conf = g.confusions(report.confusion_limit)
-            out += [f"### {md(_column(g))}", ""]
+            out += [f"### {md(report.column(g))}", ""]
             out += _md_table(["label", "answer", "kind", "count"],
                              [[t, a, _kind_name(k), n] for t, a, k, n in conf]) if conf else [
                 "(none)", ""]
