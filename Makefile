@@ -24,5 +24,8 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check sportvlm_tui training tests benchmarks
 
+bench-ingest: $(STAMP)
+	$(BIN)/python benchmarks/bench_ingest.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache sportvlm.db sportvlm.db-*

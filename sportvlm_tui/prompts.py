@@ -81,7 +81,8 @@ def load_examples(path: str | Path) -> list[FewShotExample]:
             obj = json.loads(line)
             image, caption = obj["image"], obj["caption"]
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}:{n}: expected {{'image': ..., 'caption': ...}} ({exc})")
+            msg = f"{path}:{n}: expected {{'image': ..., 'caption': ...}} ({exc})"
+            raise ValueError(msg) from None
         img = Path(image)
         if not img.is_absolute():
             img = path.parent / img

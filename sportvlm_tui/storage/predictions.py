@@ -76,7 +76,9 @@ def add_predictions(db: Database, preds: list[NewPrediction]) -> int:
         return db.conn.total_changes - before
 
 
-def predicted_image_ids(db: Database, *, task: str, mode: str, model: str, adapter: str) -> set[int]:
+def predicted_image_ids(
+    db: Database, *, task: str, mode: str, model: str, adapter: str
+) -> set[int]:
     return {
         r[0]
         for r in db.execute(
