@@ -31,7 +31,8 @@ def review_db(tmp_path) -> str:
 
 def make_app(path: str, annotator: str = "ann", **kw) -> ReviewApp:
     spec = kw.pop("spec", QueueSpec(order="dataset"))
-    return ReviewApp(ReviewConfig(path, annotator, spec, graphics="halfblock", **kw),
+    kw.setdefault("graphics", "halfblock")
+    return ReviewApp(ReviewConfig(path, annotator, spec, **kw),
                      clock=lambda: 0.0)
 
 
@@ -440,3 +441,16 @@ async def test_keys_meant_for_an_earlier_image_are_ignored(review_db):
         await app.settled()
         # one decision: the other two presses were aimed at image 1 too, never at image 2
         assert list(live(review_db)) == [1] and app.review.item.image.id == 2
+
+
+@pytest.mark.parametrize("mode", ["kitty", "sixel"])
+async def test_graphics_protocols_get_a_picture_scaled_off_the_ui_thread(review_db, mode):
+    app = make_app(review_db, graphics=mode)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await app.settled()
+        pic = app.review.query_one("#picture")
+        first = pic.image
+        area = app.review.image_area.cells()
+        assert first is not None and first.width <= area[0] * 10 and first.height <= area[1] * 20
+        await press(app, pilot, "n")
+        assert app.review.item.image.id == 2 and pic.image is not first

@@ -21,7 +21,7 @@ def prepare_demo(db_path: str, *, sample_dir: Path = SAMPLE_DATA, tasks=("label"
     from ..storage.db import connect
 
     if not sample_dir.is_dir():
-        raise UserError(f"{sample_dir}: sample data not found (reinstall the project)")
+        raise UserError(f"{sample_dir}: not a folder of images")
     db = connect(db_path)
     try:
         summary = ingest(db, sample_dir)
@@ -34,7 +34,7 @@ def prepare_demo(db_path: str, *, sample_dir: Path = SAMPLE_DATA, tasks=("label"
 
     loaded = None
     for task in tasks:
-        from ..storage.images import list_images
+        from ..storage.images import label_vocabulary, list_images
         from ..storage.predictions import predicted_image_ids
 
         have = predicted_image_ids(db, task=task, mode="zero-shot", model=DEMO_MODEL,
@@ -53,8 +53,14 @@ def prepare_demo(db_path: str, *, sample_dir: Path = SAMPLE_DATA, tasks=("label"
                 bar.update(p.done - last[0])
                 last[0] = p.done
 
-            result = predict_images(db, loaded, task=task, mode="zero-shot",
-                                    constrain_labels=task == "label", on_progress=progress)
+            # The tiny model's free text is noise: ranking the dataset's labels gives the demo
+            # sensible proposals, confidences and alternatives (when there are labels).
+            constrain = task == "label" and bool(label_vocabulary(db))
+            try:
+                result = predict_images(db, loaded, task=task, mode="zero-shot",
+                                        constrain_labels=constrain, on_progress=progress)
+            except ValueError as exc:
+                raise UserError(f"predict {task}: {exc}") from None
         echo(f"predict {task}: {result.predicted} new predictions"
              + (f", {len(result.failed)} failed" if result.failed else ""))
     db.conn.close()
@@ -67,12 +73,16 @@ def prepare_demo(db_path: str, *, sample_dir: Path = SAMPLE_DATA, tasks=("label"
               "your login name).")
 @click.option("--graphics", type=click.Choice(("auto", "kitty", "sixel", "halfblock")),
               default="auto", show_default=True, help="How to draw images.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=SAMPLE_DATA, show_default="the bundled sample_data/",
+              help="Images to ingest (100SIC layout or any folder).")
 @click.option("--no-review", is_flag=True, help="Prepare the database but do not open the TUI.")
-def demo(db_path: str, annotator: str | None, graphics: str, no_review: bool) -> None:
+def demo(db_path: str, annotator: str | None, graphics: str, data_dir: Path,
+         no_review: bool) -> None:
     """Offline demo: ingest sample_data/, predict with the tiny built-in model, review."""
     from .review import build_spec, run_review
 
-    prepare_demo(db_path)
+    prepare_demo(db_path, sample_dir=data_dir)
     if no_review:
         click.echo(f"ready: sportvlm review --db {db_path}")
         return
