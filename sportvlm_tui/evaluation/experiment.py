@@ -201,6 +201,13 @@ class Experiment:
             # Found now rather than after an hour of zero-shot prediction.
             raise UserError(f"--per-label: split {c.train_split!r} under {c.root} has no "
                             "labelled images to train on")
+        untrained = sorted({im.label for im in evals} - {p["label"] for p in label_pairs})
+        if untrained and label_pairs:
+            # Often duplicates: the same file under train/ and the eval split is stored once,
+            # under the split ingested first (test, then valid), and never trained on.
+            self.out.note(f"{len(untrained)} of {len({im.label for im in evals})} {c.split} "
+                          f"labels have no {c.train_split} images to train on (e.g. "
+                          f"{', '.join(untrained[:3])})")
         if not examples:
             self.out.note("no few-shot examples (--examples or --captions): few-shot captions "
                           "are skipped")
