@@ -287,3 +287,34 @@ def test_two_models_and_markup_in_names_stay_apart_and_literal(db):
     console = Console(record=True, width=200)
     render(report, console)
     assert "fine-tuned ([red]x[/red])" in console.export_text()
+
+
+def test_caption_grades_in_report_and_cli(populated, tmp_path):
+    from sportvlm_tui.evaluation.grading import ShownCaption, save_grade
+
+    db, _ = populated
+    test_ids = [im.id for im in images.list_images(db, split="test")][:4]
+    graded = {}
+    for n, i in enumerate(test_ids):
+        for mode, adapter in (("zero-shot", ""), ("few-shot", ""), ("zero-shot", "ft-a")):
+            predictions.add_predictions(db, [predictions.NewPrediction(
+                i, "caption", mode, MODEL, adapter, f"{mode} {adapter} {i}", "raw")])
+            pid = db.execute("SELECT id FROM predictions WHERE image_id=? AND task='caption'"
+                             " AND mode=? AND adapter=?", (i, mode, adapter)).fetchone()[0]
+            ok = (n + len(mode) + len(adapter)) % 2 == 0
+            save_grade(db, session="s", grader="ann", image_id=i,
+                       caption=ShownCaption("t", (pid,)), acceptable=not ok)
+            save_grade(db, session="s", grader="ann", image_id=i,  # changed mind: newest wins
+                       caption=ShownCaption("t", (pid,)), acceptable=ok)
+            name = mode if not adapter else f"fine-tuned ({adapter})"
+            k, total = graded.get(name, (0, 0))
+            graded[name] = (k + ok, total + 1)
+    report = build_report(db, split="test")
+    assert {r["condition"]: (r["acceptable"], r["graded"]) for r in report.caption_rows()} == (
+        graded)
+    md = to_markdown(report)
+    for name, (k, total) in graded.items():
+        assert f"| ann | {MODEL} | {name} | {k} / {total} |" in md
+    path = _cli_db(tmp_path, db)
+    res = CliRunner().invoke(main, ["eval", "--db", str(path)])
+    assert "Captions, blind-graded" in res.output
