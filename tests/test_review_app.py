@@ -454,3 +454,15 @@ async def test_graphics_protocols_get_a_picture_scaled_off_the_ui_thread(review_
         assert first is not None and first.width <= area[0] * 10 and first.height <= area[1] * 20
         await press(app, pilot, "n")
         assert app.review.item.image.id == 2 and pic.image is not first
+
+
+async def test_ctrl_q_also_gives_the_lease_back(review_db):
+    app = make_app(review_db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await app.settled()
+        with sqlite3.connect(review_db) as c:
+            assert c.execute("SELECT image_id FROM claims").fetchall() == [(1,)]
+        await pilot.press("ctrl+q")
+        await pilot.pause(0.3)
+    with sqlite3.connect(review_db) as c:
+        assert c.execute("SELECT count(*) FROM claims").fetchone()[0] == 0

@@ -55,7 +55,18 @@ def run_review(db_path: str, *, annotator: str | None, graphics: str, blind: boo
 
     config = ReviewConfig(db_path=db_path, annotator=default_annotator(annotator), spec=spec,
                           graphics=mode, blind=blind, resume=resume)
-    ReviewApp(config).run()
+    try:
+        ReviewApp(config).run()
+    finally:
+        # The app gives its leases back on the way out; this covers an exit that was too
+        # abrupt for its store thread to finish (leases would otherwise block others 5 min).
+        from ..storage.db import connect
+        from ..storage.reviews import release_claims
+
+        try:
+            release_claims(connect(db_path), config.annotator)
+        except sqlite3.Error:
+            pass
 
 
 @click.command()

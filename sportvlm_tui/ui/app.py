@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from textual.app import App
 
@@ -29,9 +29,11 @@ class ReviewApp(App):
         *,
         clock: Callable[[], float] = time.monotonic,
         image_shown_hook: Callable[[int], None] | None = None,
+        extensions: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.config = config
+        self.extensions = list(EXTENSIONS if extensions is None else extensions)
         self.clock = clock
         # Called (with the image id) after an image has been painted: the benchmark's probe.
         self.image_shown_hook = image_shown_hook
@@ -66,7 +68,7 @@ class ReviewApp(App):
         raise TimeoutError("the review screen did not settle")
 
     def on_mount(self) -> None:
-        for name in EXTENSIONS:
+        for name in self.extensions:
             try:
                 module = importlib.import_module(name)
             except ModuleNotFoundError as exc:

@@ -12,18 +12,19 @@ REVIEW_BINDINGS: list[Binding] = [
     Binding("a,enter", "accept", "Accept", key_display="a", id="review.accept",
             tooltip="Accept the proposed label (and the caption, unless you marked it)"),
     *[
-        Binding(k, f"alternative({k})", "Alt #", show=k == "1", key_display="1-9",
+        Binding(k, f"alternative({k})", "Alt", show=k == "1", key_display="1-9",
                 id=f"review.alternative.{k}",
                 tooltip="Take alternative N (1-9) as the label")
         for k in ALT_KEYS
     ],
     Binding("l", "pick_label", "Label", id="review.pick_label",
             tooltip="Pick a label from the vocabulary (fuzzy search)"),
-    Binding("e", "edit_caption", "Caption", id="review.edit_caption",
+    Binding("e", "edit_caption", "Edit", id="review.edit_caption",
             tooltip="Edit the caption in place (ctrl+s saves, esc cancels)"),
-    Binding("x", "reject_caption", "Bad cap", id="review.reject_caption",
+    Binding("x", "reject_caption", "Reject", id="review.reject_caption",
             tooltip="Mark the proposed caption unacceptable"),
-    Binding("space", "skip", "Skip", id="review.skip", tooltip="Skip this image (recorded)"),
+    Binding("space", "skip", "Skip", key_display="spc", id="review.skip",
+            tooltip="Skip this image (recorded)"),
     Binding("u", "undo", "Undo", id="review.undo", tooltip="Undo your last decision"),
     Binding("right,n", "move(1)", "Next", show=False, key_display="→/n", id="review.next",
             tooltip="Next image without deciding"),

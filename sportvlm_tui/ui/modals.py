@@ -116,10 +116,9 @@ class LabelPicker(ModalScreen[str | None]):
         Binding("up", "cursor(-1)", "Up", show=False, id="picker.up", tooltip="Previous match"),
     ]
 
-    def __init__(self, vocabulary: list[str], current: str | None = None) -> None:
+    def __init__(self, vocabulary: list[str]) -> None:
         super().__init__()
         self.vocabulary = vocabulary
-        self.current = current
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
@@ -179,11 +178,6 @@ class LabelPicker(ModalScreen[str | None]):
 
         question = Text.assemble("“", (label, "bold"), "” is not in the vocabulary. Add it?")
         self.app.push_screen(ConfirmScreen(question), confirmed)
-
-    def action_new_label(self) -> None:
-        typed = self.query_one(Input).value.strip()
-        if typed:
-            self._choose(typed)
 
 
 class GotoScreen(ModalScreen[int | None]):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding
 from textual.containers import Container
@@ -125,21 +124,3 @@ class CaptionEditor(TextArea):
 
     def action_cancel(self) -> None:
         self.post_message(self.Done(None))
-
-
-def decision_badge(decision: dict | None) -> Text:
-    """' ✓ accepted by ann' etc.; empty when undecided. Values are literal text."""
-    if not decision:
-        return Text("")
-    word = {"accept": "accepted", "correct": "corrected", "reject": "rejected",
-            "skip": "skipped"}.get(decision["decision"], decision["decision"])
-    out = Text.assemble(("  ✓ ", "bold green"), (word, "green"))
-    if decision["decision"] == "correct" and decision.get("value") is not None:
-        out.append(" → ")
-        out.append(str(decision["value"]), "bold")
-    out.append(f" by {decision['annotator']}", "dim")
-    return out
-
-
-def style_of(name: str) -> Style:
-    return Style.parse(name)
