@@ -39,8 +39,9 @@ def _answer(rng: random.Random, label: str, p_right: float) -> tuple[str, str]:
     if r < p_right + 0.15:
         return NAMING[label], "naming"
     if r < p_right + 0.3:
-        return rng.choice([x for x in LABELS if x != label]), "wrong"
-    return rng.choice(["bowl", "skiing", "a photo of people", "curling"]), "wrong"
+        return rng.choice([x for x in LABELS if x != label]), "other label"
+    # None of these names a label here ("bowl" is not "bowling", "curling" is not a label).
+    return rng.choice(["bowl", "skiing", "a photo of people", "curling"]), "not a label"
 
 
 @pytest.fixture
@@ -83,6 +84,7 @@ def test_accuracy_matches_inserted_predictions(populated):
         assert row["exact"] == kinds["exact"]
         assert row["naming_errors"] == kinds["naming"]
         assert row["lenient"] == kinds["exact"] + kinds["naming"]
+        assert row["not_a_label"] == kinds["not a label"]
         assert row["total"] == len(answers)
         assert row["not_predicted"] == 7 * len(LABELS) - len(answers)
     assert acc[(MODEL, "", "few-shot")]["not_predicted"] > 0
@@ -102,10 +104,12 @@ def test_per_label_and_confusions_match(populated):
             assert per[label][f"{cond.name} exact"] == mine.count("exact")
             assert per[label][f"{cond.name} total"] == len(mine)
         wrong = Counter((t, a) for t, a, k in answers.values() if k != "exact")
+        kind_of = {(t, a): k for t, a, k in answers.values()}
         got = [r for r in report.confusion_rows() if r["condition"] == cond.name]
         assert [r["count"] for r in got] == sorted(wrong.values(), reverse=True)[:10]
         for r in got:
             assert wrong[(r["label"], r["answer"])] == r["count"]
+            assert kind_of[(r["label"], r["answer"])] == r["kind"]
 
 
 def test_fine_tuning_deltas_and_default_table1(populated):

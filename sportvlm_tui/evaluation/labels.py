@@ -30,13 +30,19 @@ class Condition:
             f"{self.mode} + {self.adapter}")
 
 
+# exact: the tutorial's rule; naming: the right sport by another name (lenient match);
+# other label: names a different label of the dataset; not a label: names none (an unknown
+# sport such as "rodeo" for chuckwagon racing, or no sport at all).
+KINDS = ("exact", "naming", "other label", "not a label")
+
+
 @dataclass(frozen=True)
 class Answer:
     image_id: int
     rel_path: str
     truth: str
     text: str
-    kind: str  # exact | naming | wrong
+    kind: str  # exact | naming | other label | not a label (see KINDS)
 
 
 @dataclass
@@ -46,6 +52,7 @@ class LabelScore:
     total: int = 0
     exact: int = 0
     naming: int = 0
+    not_a_label: int = 0
 
     @property
     def lenient(self) -> int:
@@ -59,6 +66,7 @@ class LabelScore:
         self.total += 1
         self.exact += kind == "exact"
         self.naming += kind == "naming"
+        self.not_a_label += kind == "not a label"
 
 
 @dataclass
@@ -160,10 +168,18 @@ def group_result(db: Database, split: str, condition: Condition,
     )
     answers = {
         r["id"]: Answer(r["id"], r["rel_path"], r["label"], r["text"],
-                        matcher.classify(r["text"], r["label"]))
+                        answer_kind(matcher, r["text"], r["label"]))
         for r in found
     }
     return GroupResult(condition, answers, split_size=len(labelled_split(db, split)))
+
+
+def answer_kind(matcher: LabelMatcher, answer: str, truth: str) -> str:
+    """One of KINDS for `answer` to an image labelled `truth`."""
+    kind = matcher.classify(answer, truth)
+    if kind != "wrong":
+        return kind
+    return "other label" if matcher.lenient_label(answer) is not None else "not a label"
 
 
 def choose_fine_tuned(db: Database, conditions: list[Condition], model: str,

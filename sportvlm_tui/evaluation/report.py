@@ -27,7 +27,7 @@ from .labels import (
 from .matching import LabelMatcher
 
 BAR_WIDTH = 20
-MARKS = {"exact": "✓", "naming": "≈", "wrong": "✗"}
+MARKS = {"exact": "✓", "naming": "≈", "other label": "✗", "not a label": "✗"}
 
 
 @dataclass
@@ -52,6 +52,7 @@ class Report:
                 "exact": g.overall.exact,
                 "lenient": g.overall.lenient,
                 "naming_errors": g.overall.naming,
+                "not_a_label": g.overall.not_a_label,
                 "total": g.overall.total,
                 "not_predicted": g.missing,
             }
@@ -182,14 +183,14 @@ def render(report: Report, console: Console) -> None:
             title += f"\nmodel: {models[0]}"
         t = Table(title=Text(title), title_justify="left")
         columns = ["condition"] + ([] if one_model else ["model"]) + [
-            "exact", "%", "lenient", "naming errors", "not predicted"]
+            "exact", "%", "lenient", "naming", "not a label", "not predicted"]
         for col in columns:
             t.add_column(col)
         for r in report.accuracy_rows():
             t.add_row(Text(r["condition"]), *([] if one_model else [Text(r["model"])]),
                       Text(f"{r['exact']} / {r['total']}"), Text(_pct(r["exact"], r["total"])),
                       Text(f"{r['lenient']} / {r['total']}"), Text(str(r["naming_errors"])),
-                      Text(str(r["not_predicted"])))
+                      Text(str(r["not_a_label"])), Text(str(r["not_predicted"])))
         console.print(t)
     c = report.comparison
     if c is not None:
@@ -232,14 +233,10 @@ def render(report: Report, console: Console) -> None:
             for col in ("label", "answer", "kind", "count"):
                 t.add_column(col)
             for label, ans, kind, n in conf:
-                t.add_row(Text(label), Text(ans), Text(_kind_name(kind)), Text(str(n)))
+                t.add_row(Text(label), Text(ans), Text(kind), Text(str(n)))
             if conf:
                 console.print(t)
     console.print(_caption_table(report))
-
-
-def _kind_name(kind: str) -> str:
-    return "naming" if kind == "naming" else "wrong"
 
 
 def _caption_table(report: Report):
@@ -282,17 +279,20 @@ def to_markdown(report: Report, csv_names: dict[str, str] | None = None) -> str:
            f"{report.split_size} labelled images, {report.vocabulary_size} labels. Exact match "
            "is the tutorial's rule (the parsed answer equals the dataset label as written); "
            "lenient also forgives naming (case, punctuation, spacing, an added \"-ing\", "
-           "plural, one slip of spelling), never a different sport.", ""]
+           "plural, one slip of spelling), never a different sport. \"Not a label\" counts "
+           "answers that name no label of the dataset (an unknown sport, or no sport).", ""]
     if csv_names:
         out += ["Tables as CSV: " + ", ".join(f"[{md(k)}]({v})" for k, v in csv_names.items()),
                 ""]
     out += ["## Label accuracy", ""]
     if report.groups:
         out += _md_table(
-            ["condition", "model", "exact", "%", "lenient", "naming errors", "not predicted"],
+            ["condition", "model", "exact", "%", "lenient", "naming errors", "not a label",
+             "not predicted"],
             [[r["condition"], r["model"], f"{r['exact']} / {r['total']}",
               _pct(r["exact"], r["total"]), f"{r['lenient']} / {r['total']}",
-              r["naming_errors"], r["not_predicted"]] for r in report.accuracy_rows()])
+              r["naming_errors"], r["not_a_label"], r["not_predicted"]]
+             for r in report.accuracy_rows()])
     else:
         out += ["No label predictions on this split.", ""]
     c = report.comparison
@@ -328,7 +328,7 @@ def to_markdown(report: Report, csv_names: dict[str, str] | None = None) -> str:
             conf = g.confusions(report.confusion_limit)
             out += [f"### {md(report.column(g))}", ""]
             out += _md_table(["label", "answer", "kind", "count"],
-                             [[t, a, _kind_name(k), n] for t, a, k, n in conf]) if conf else [
+                             [[t, a, k, n] for t, a, k, n in conf]) if conf else [
                 "(none)", ""]
     out += ["## Captions, blind-graded", ""]
     if report.captions:
