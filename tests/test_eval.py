@@ -182,7 +182,7 @@ def test_markdown_and_csv_files(populated, tmp_path):
         "accuracy", "per_label", "confusions", "fine_tuning", "table1", "captions")])
     md = (tmp_path / "out" / "report.md").read_text()
     for heading in ("## Label accuracy", "## Fine-tuning", "## Table 1", "## Per-label accuracy",
-                    "## Most frequent mistakes", "## Captions"):
+                    "## Most frequent mistakes", "## Captions", "## The tutorial"):
         assert heading in md
     with (tmp_path / "out" / "report.table1.csv").open() as f:
         table1 = list(csv.DictReader(f))
