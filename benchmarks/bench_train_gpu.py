@@ -222,6 +222,36 @@ def improc(ckpt: Path) -> None:
            shape=list(getattr(out, "shape", [])) or {k: list(v.shape) for k, v in out.items()})
 
 
+def ddp(work: Path, ckpt: Path, steps: int, mbs: int, quant: str = "nf4") -> None:
+    """`accelerate launch -m training` on 1 and on all GPUs: samples/s (all processes)."""
+    import torch
+
+    from training.progress import parse_progress_line
+
+    make_images(work / "imgs", 11, 2)
+    pf = pairs_file(work / "imgs", work / "ddp.jsonl", 1100)
+    n_gpus = max(torch.cuda.device_count(), 1)
+    for procs in sorted({1, n_gpus}):
+        out = work / f"ddp-{procs}-{int(time.time())}"
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes",
+               str(procs), "--num_machines", "1", "--mixed_precision", "no",
+               "--dynamo_backend", "no"]
+        cmd += ["--multi_gpu"] if procs > 1 else []
+        cmd += ["-m", "training", "--pairs", str(pf), "--out-dir", str(out), "--model",
+                str(ckpt), "--quant", quant, "--max-steps", str(steps), "--micro-batch-size",
+                str(mbs)]
+        t0 = time.monotonic()
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO))
+        events = [e for e in map(parse_progress_line, r.stdout.splitlines()) if e]
+        done = next((e for e in events if e["event"] == "done"), None)
+        m = done["metrics"] if done else {}
+        report(stage="ddp", processes=procs, rc=r.returncode, micro_batch=mbs,
+               samples_per_s=m.get("steady_samples_per_s"), peak_gib_rank0=m.get("peak_mem_gib"),
+               world_size=m.get("world_size"), wall_s=round(time.monotonic() - t0, 1),
+               device=m.get("device"),
+               error=None if done else (r.stderr.strip().splitlines() or ["?"])[-1][:300])
+
+
 def e2e(work: Path, ckpt: Path | str, extra: list[str]) -> None:
     """1000 earlier corrections (already exported) + 100 new: time to a promoted adapter."""
     from sportvlm_tui.storage import connect, images, reviews
@@ -299,6 +329,9 @@ def main() -> int:
                 sweep(work, ckpt, variants, args.steps, args.quant)
             elif stage == "e2e":
                 e2e(work, ckpt, args.e2e_args.split())
+            elif stage == "ddp":
+                ddp(work, ckpt, args.steps, int(args.variants.split(",")[0].split(":")[0]),
+                    args.quant)
             elif stage == "improc":
                 improc(ckpt)
         except Exception as exc:
