@@ -110,6 +110,11 @@ async def test_tui_grades_by_keyboard_blind_and_committed(tmp_path):
     app = GradingApp(db, items, session="sess", grader="ann")
     async with app.run_test(size=(140, 45), message_hook=messages.append) as pilot:
         await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        pictures = [m.rendered for m in messages if isinstance(m, GradingScreen.PictureReady)]
+        assert pictures and pictures[-1].error is None  # the image itself is on screen
+        assert pictures[-1].key.image_id == first.image_id
         screen = _screen_text(app)
         for shown in first.captions:
             assert shown.text in screen  # literally, markup included

@@ -18,13 +18,16 @@ from .options import db_option
 @click.option("--model", default=None, help="Grade this model's captions (default: most captions).")
 @click.option("--adapter", default=None,
               help="Fine-tuned adapter whose captions to include (default: promoted, else newest).")
+@click.option("--graphics", type=click.Choice(("auto", "kitty", "sixel", "halfblock")),
+              default="auto", show_default=True,
+              help="How to draw the image: kitty/sixel graphics, or half blocks (any terminal).")
 @click.option("--new", "new_session_flag", is_flag=True,
               help="Start a new session even if your last one is unfinished.")
 @click.option("--session", "session_arg", default=None,
               help="Continue this session id (default: your last unfinished one).")
 @db_option
 def grade(n: int, split: str, grader: str | None, model: str | None, adapter: str | None,
-          new_session_flag: bool, session_arg: str | None, db_path: str) -> None:
+          graphics: str, new_session_flag: bool, session_arg: str | None, db_path: str) -> None:
     """Grade captions blind: each image's captions unnamed, in random order; y/n per caption.
 
     Each grade is saved on the key press; `sportvlm eval` shows K / N acceptable per mode.
@@ -62,7 +65,10 @@ def grade(n: int, split: str, grader: str | None, model: str | None, adapter: st
     click.echo(f"session {session}: {len(items)} images, grader {grader}", err=True)
 
     from ..ui.grading import GradingApp
+    from ..ui.imaging import detect_graphics
 
-    GradingApp(db, items, session=session, grader=grader).run()
+    # Before the app starts: the terminal can only be asked about graphics until Textual owns it.
+    mode = detect_graphics(graphics)
+    GradingApp(db, items, session=session, grader=grader, graphics=mode).run()
     click.echo(f"grades saved (session {session}); `sportvlm eval --split {split}` shows them",
                err=True)

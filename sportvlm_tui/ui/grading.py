@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rich.text import Text
 from sqlite_utils import Database
+from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -19,6 +20,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from ..evaluation.grading import GradingItem, current_grades, save_grade
+from .imaging import Rendered, RenderKey, render
+from .widgets import GraphicsImage, HalfblockImage, ImageArea
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -79,11 +82,20 @@ class GradingScreen(Screen):
             self.image_id, self.prediction_ids, self.acceptable = (
                 image_id, prediction_ids, acceptable)
 
+    class PictureReady(Message):
+        """A rendered image from the decoder thread."""
+
+        def __init__(self, rendered: Rendered) -> None:
+            super().__init__()
+            self.rendered = rendered
+
     def __init__(self, db: Database, items: list[GradingItem], *, session: str,
-                 grader: str, show_images: bool = True) -> None:
+                 grader: str, graphics: str | None = "halfblock") -> None:
+        """`graphics`: kitty, sixel or halfblock, as `ui.imaging.detect_graphics` resolved it
+        before the app started; None shows no image."""
         super().__init__()
         self.db, self.items, self.session, self.grader = db, items, session, grader
-        self.show_images = show_images
+        self.graphics = graphics
         self.grades = current_grades(db, session, grader)
         self.index = self._first_open_image()
         self.selected = 0
@@ -111,12 +123,10 @@ class GradingScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Static(id="grading-title")
         with Horizontal(id="grading-body"):
-            with Vertical(id="grading-image"):
-                if self.show_images:
-                    from textual_image.widget import Image
-
-                    yield Image(id="grading-picture")
-                yield Static(id="grading-image-error")
+            if self.graphics in ("kitty", "sixel"):
+                yield GraphicsImage(self.graphics, id="grading-image")
+            elif self.graphics is not None:
+                yield HalfblockImage(id="grading-image")
             with Vertical(id="grading-side"):
                 yield Static(id="grading-path")
                 yield VerticalScroll(id="grading-captions")
@@ -133,10 +143,7 @@ class GradingScreen(Screen):
         item = self.item
         open_rows = self._open(item)
         self.selected = open_rows[0] if open_rows else 0
-        if self.show_images:
-            picture, error = _load_picture(item.path)
-            self.query_one("#grading-picture").image = picture
-            self.query_one("#grading-image-error", Static).update(Text(error))
+        self.request_picture()
         self.query_one("#grading-path", Static).update(Text(item.rel_path, style="dim"))
         box = self.query_one("#grading-captions", VerticalScroll)
         await box.remove_children()
@@ -145,6 +152,30 @@ class GradingScreen(Screen):
             for n, c in enumerate(item.captions)
         )
         self.refresh_title()
+
+    def request_picture(self) -> None:
+        """Render the current image for the image area's size, off the UI thread."""
+        if self.graphics is None:
+            return
+        area = self.query_one("#grading-image", ImageArea)
+        mode = self.graphics if self.graphics in ("kitty", "sixel") else "halfblock"
+        self._decode_picture(self.item.path, RenderKey(self.item.image_id, *area.cells(), mode))
+
+    @work(thread=True, exclusive=True, group="grading-picture")
+    def _decode_picture(self, path: Path, key: RenderKey) -> None:
+        self.post_message(self.PictureReady(render(path, key)))
+
+    def on_grading_screen_picture_ready(self, message: PictureReady) -> None:
+        area = self.query_one("#grading-image", ImageArea)
+        if message.rendered.key.image_id != self.item.image_id:
+            return  # the grader has moved on
+        if message.rendered.error:
+            area.show_message(Text(message.rendered.error))
+        else:
+            area.show(message.rendered)
+
+    def on_image_area_resized(self, message: ImageArea.Resized) -> None:
+        self.request_picture()
 
     def refresh_rows(self) -> None:
         for n, row in enumerate(self.query(CaptionRow)):
@@ -205,17 +236,6 @@ class GradingScreen(Screen):
             await self.show_item()
 
 
-def _load_picture(path: Path):
-    """(PIL image, "") or (None, why it cannot be shown)."""
-    from PIL import Image as PILImage
-
-    try:
-        with PILImage.open(path) as im:
-            return im.convert("RGB"), ""
-    except (OSError, ValueError) as exc:
-        return None, f"(cannot show {path}: {exc})"
-
-
 class GradingApp(App):
     """`sportvlm grade`: the grading screen on its own."""
 
@@ -223,10 +243,10 @@ class GradingApp(App):
     TITLE = "sportvlm grade"
 
     def __init__(self, db: Database, items: list[GradingItem], *, session: str, grader: str,
-                 show_images: bool = True) -> None:
+                 graphics: str | None = "halfblock") -> None:
         super().__init__()
         self.grading = GradingScreen(db, items, session=session, grader=grader,
-                                     show_images=show_images)
+                                     graphics=graphics)
 
     def on_mount(self) -> None:
         self.push_screen(self.grading)
