@@ -214,3 +214,21 @@ def test_grade_cli_resumes_an_unfinished_session(tmp_path, monkeypatch):
     # Someone else's session is not theirs to resume.
     assert CliRunner().invoke(main, ["grade", "--db", str(path), "--grader", "bob"]).exit_code == 0
     assert seen[-1][0] != first_session
+
+
+async def test_tui_grade_that_cannot_be_saved_is_shown_and_not_counted(tmp_path):
+    from sportvlm_tui.ui.grading import GradingApp
+
+    db = connect(tmp_path / "l.db")
+    images.add_images(db, [_record(1)])
+    _captions(db, 1, ["a", "b", "c"])
+    items = grading_items(db, split="test", n=1, session="s", grader="ann",
+                          conditions=caption_conditions(db, "test"))
+    app = GradingApp(db, items, session="s", grader="ann", graphics=None)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        db.execute("DROP TABLE caption_grades")  # any write now fails
+        await pilot.press("y")
+        await pilot.pause()
+        assert app.grading.grades == {} and app.grading.selected == 0
+        assert any("grade not saved" in str(n.message) for n in app._notifications)

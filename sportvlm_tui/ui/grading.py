@@ -7,6 +7,7 @@ committed to `caption_grades` before the screen moves on.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from rich.text import Text
@@ -201,8 +202,13 @@ class GradingScreen(Screen):
         item = self.item
         caption = item.captions[self.selected]
         was_complete = not self._open(item)
-        save_grade(self.db, session=self.session, grader=self.grader, image_id=item.image_id,
-                   caption=caption, acceptable=acceptable)
+        try:
+            save_grade(self.db, session=self.session, grader=self.grader,
+                       image_id=item.image_id, caption=caption, acceptable=acceptable)
+        except sqlite3.Error as exc:
+            # Not saved, so the screen stays where it is; the grader can press again.
+            self.notify(f"grade not saved: {exc}", severity="error", markup=False)
+            return
         for pid in caption.prediction_ids:
             self.grades[pid] = acceptable
         self.post_message(self.Graded(item.image_id, caption.prediction_ids, acceptable))
