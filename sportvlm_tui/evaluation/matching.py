@@ -19,6 +19,10 @@ must never turn a wrong sport into a right one, so every rule is one-directional
   "amputee", "barell" = "barrel", "lacross" = "lacrosse"); no substitutions, so "hurling"
   never names "curling" and "pool" never names "polo".
 
+* a short, hand-checked list of other names for 100SIC sports (SYNONYMS: "ping pong" for
+  table tennis, "american football" for football, "ice hockey" for hockey...), used only
+  for labels in the vocabulary.
+
 A candidate spelling that two labels could both produce is dropped (the answer is then simply
 not matched), and a label's own spelling always wins over another label's variant.
 """
@@ -36,6 +40,23 @@ _NUMBER_WORDS = {
 _ARTICLES = {"a", "an", "the"}
 _VOWELS = "aeiou"
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
+# Other names of the same sport, for 100SIC labels. Each entry is the same sport under the
+# dataset's rules, never a neighbour: billiards has no "pool"/"snooker", football no "soccer".
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "ampute football": ("amputee soccer",),
+    "bobsled": ("bobsleigh",),
+    "disc golf": ("frisbee golf",),
+    "football": ("american football", "gridiron football"),
+    "formula 1 racing": ("formula 1", "formula one", "f1", "f1 racing"),
+    "gaga": ("gaga ball",),
+    "hockey": ("ice hockey",),
+    "log rolling": ("birling",),
+    "mushing": ("dog sledding", "sled dog racing"),
+    "nascar racing": ("nascar", "stock car racing"),
+    "sumo wrestling": ("sumo",),
+    "table tennis": ("ping pong",),
+    "ultimate": ("ultimate frisbee",),
+}
 # Below these lengths a one-letter change too often makes another real word (polo/pool, ring).
 MIN_TYPO_WORD = 6
 MIN_SINGLE_WORD_PLURAL = 6
@@ -110,6 +131,13 @@ def _slips(word: str) -> set[str]:
 
 def lenient_forms(label: str) -> set[str]:
     """Every lenient key that names `label` (its own key included)."""
+    keys = _spelling_forms(label)
+    for other in SYNONYMS.get(label, ()):
+        keys |= _spelling_forms(other)
+    return keys
+
+
+def _spelling_forms(label: str) -> set[str]:
     ws = words(label)
     if not ws:
         return set()
