@@ -295,7 +295,8 @@ def to_markdown(report: Report, csv_names: dict[str, str] | None = None) -> str:
            f"{report.split_size} labelled images, {report.vocabulary_size} labels. Exact match "
            "is the tutorial's rule (the parsed answer equals the dataset label as written); "
            "lenient also forgives naming (case, punctuation, spacing, an added \"-ing\", "
-           "plural, one slip of spelling), never a different sport. \"Not a label\" counts "
+           "plural, one slip of spelling, a few listed other names such as \"ping pong\"), "
+           "never a different sport. \"Not a label\" counts "
            "answers that name no label of the dataset (an unknown sport, or no sport).", ""]
     if csv_names:
         out += ["Tables as CSV: " + ", ".join(f"[{md(k)}]({v})" for k, v in csv_names.items()),
