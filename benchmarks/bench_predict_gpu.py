@@ -132,18 +132,20 @@ def one_per_call(loaded, files, task: str, max_new: int, k: int) -> float:
 def ours(loaded, images_root, n, task, batch, max_new, **kw) -> dict:
     import torch
 
-    from sportvlm_tui.model.predict import predict_images
+    from sportvlm_tui.model.predict import PHASES, predict_images
 
-    warm_db, _ = make_db(images_root, min(batch, 16))
+    warm_db, _ = make_db(images_root, batch)
     predict_images(warm_db, loaded, task=task, batch_size=batch, max_new_tokens=max_new, **kw)
     db, _ = make_db(images_root, n)
     if loaded.device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+    PHASES.clear()
     s = predict_images(db, loaded, task=task, batch_size=batch, max_new_tokens=max_new, **kw)
+    phases = {k: round(v, 2) for k, v in PHASES.items()}
     peak = torch.cuda.max_memory_allocated() / 2**30 if loaded.device.type == "cuda" else 0
     return {"img_per_s": round(s.predicted / s.seconds, 1), "images": s.predicted,
-            "seconds": round(s.seconds, 2), "peak_gib": round(peak, 1)}
+            "seconds": round(s.seconds, 2), "peak_gib": round(peak, 1), "phases_s": phases}
 
 
 def main() -> None:
@@ -152,9 +154,11 @@ def main() -> None:
     ap.add_argument("--model-dir", type=Path, default=Path("/tmp/idefics9b-random"))
     ap.add_argument("--n", type=int, default=None, help="images for the batched runs")
     ap.add_argument("--label-batch", type=int, default=256)
+    ap.add_argument("--extra-label-batch", type=int, default=None,
+                    help="also measure labels at this batch size")
     ap.add_argument("--caption-batch", type=int, default=256)
     ap.add_argument("--one-per-call", type=int, default=12, help="images, tutorial's way")
-    ap.add_argument("--quants", default="bf16,nf4")
+    ap.add_argument("--quants", default="nf4,bf16")
     ap.add_argument("--skip", default="", help="comma list: tutorial,captions,dequant")
     ap.add_argument("--tiny", action="store_true", help="builtin:tiny on CPU (a dry run)")
     ap.add_argument("--json", type=Path, default=None)
@@ -194,9 +198,10 @@ def main() -> None:
                 rate = one_per_call(loaded, files, "label", 8, args.one_per_call)
                 report(stage="label", way="one image per generate call", weights=variant,
                        img_per_s=round(rate, 2), max_new_tokens=8)
-            r = ours(loaded, args.images, args.n, "label", args.label_batch, 8)
-            report(stage="label", way=f"batched (batch {args.label_batch}) + rank top-5",
-                   weights=variant, max_new_tokens=8, **r)
+            for lb in filter(None, [args.label_batch, args.extra_label_batch]):
+                r = ours(loaded, args.images, args.n, "label", lb, 8)
+                report(stage="label", way=f"batched (batch {lb}) + rank top-5",
+                       weights=variant, max_new_tokens=8, **r)
             if "captions" not in skip:
                 if "tutorial" not in skip and variant != "nf4-dequantized":
                     rate = one_per_call(loaded, files, "caption", 32, max(2, args.one_per_call

@@ -93,6 +93,9 @@ def test_greedy_decoding_matches_transformers_generate(tiny_loaded, image_db):
             assert torch.equal(getattr(enc, key), inputs[key].to(getattr(enc, key).dtype))
         px = enc_.pixels(im.path)
         assert torch.allclose(px, inputs["pixel_values"][0])
+        # The fast path (uint8 in loader threads, normalised batched on the device) agrees.
+        fast = enc_.normalize(enc_.raw_pixels(im.path), "cpu", torch.float32)
+        assert torch.allclose(fast, px, atol=1e-5)
         feats = runner.image_features(px)
         first, cache = runner.prefill(enc, feats)
         ours = runner.greedy(enc, feats, first, cache, max_new_tokens=12)

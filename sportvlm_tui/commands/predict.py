@@ -104,9 +104,9 @@ class _Progress:
               help="Longest answer in tokens (default 10 for labels, 32 for captions).")
 @click.option("--topk", type=click.IntRange(min=1), default=5, show_default=True,
               help="Alternative labels stored with their probabilities.")
-@click.option("--rank-candidates", type=click.IntRange(min=0), default=10, show_default=True,
-              help="Labels scored per round, most likely first, until the top 5 are exact; "
-                   "0 scores every label exactly (slower).")
+@click.option("--rank-candidates", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Labels scored exactly per image (those whose first token is most likely, "
+                   "plus the answer); 0 scores every label (exact top-k, slower).")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Predict at most this many images (of those not done yet).")
 @click.option("--num-gpus", type=click.IntRange(min=1), default=1, show_default=True,

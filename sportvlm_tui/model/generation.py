@@ -90,6 +90,15 @@ def _cache_kwarg(cls) -> str:
     return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
+@lru_cache(maxsize=8)
+def _perceiver_wants_4d(cls) -> bool:
+    # transformers <= 5.1x unpacks (batch, images, latents, dim); later ones take it flattened.
+    try:
+        return "= perceiver_embeddings.size()" in inspect.getsource(cls.forward)
+    except (OSError, TypeError):
+        return False
+
+
 def _out_cache(out):
     return getattr(out, "cache", None) if getattr(out, "cache", None) is not None else (
         out.past_key_values
@@ -105,6 +114,7 @@ class Runner:
         self.device = device
         self.ids = SpecialIds(tokenizer)
         self.cache_kw = _cache_kwarg(type(self.model))
+        self.perceiver_4d = _perceiver_wants_4d(type(self.model.model))
         # The vision tower is never quantised: its dtype is the one pixels must have.
         self.dtype = self.model.model.vision_model.embeddings.patch_embedding.weight.dtype
         self._label_tokens: dict[tuple[str, tuple[str, ...]], list[list[int]]] = {}
@@ -125,6 +135,10 @@ class Runner:
     def _forward(self, input_ids, attention_mask, image_attention_mask, feats, cache,
                  last_only=True):
         kwargs = {self.cache_kw: cache}
+        (key, flat), = feats.items()  # (B*N, S, D)
+        if key == "image_encoder_embeddings" or self.perceiver_4d:
+            n_img = image_attention_mask.shape[-1]
+            feats = {key: flat.view(-1, n_img, *flat.shape[1:])}
         if last_only:
             kwargs["logits_to_keep"] = 1
         return self.model(

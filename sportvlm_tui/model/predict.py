@@ -9,6 +9,7 @@ in flight and the same call resumes it.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -23,6 +24,27 @@ from ..storage.images import Image, label_vocabulary, list_images
 from ..storage.predictions import NewPrediction, add_predictions, predicted_image_ids
 
 DEFAULT_MAX_NEW_TOKENS = {"label": 10, "caption": 32}
+# Seconds per phase, summed over runs, when SPORTVLM_PROFILE=1 (benchmarks read it). Profiling
+# synchronises the GPU after each phase, so it slows the run a little.
+PHASES: dict[str, float] = {}
+
+
+class _phase:
+    def __init__(self, name: str, device=None):
+        self.name, self.device = name, device
+        self.on = os.environ.get("SPORTVLM_PROFILE") == "1"
+
+    def __enter__(self):
+        if self.on:
+            self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc):
+        if self.on:
+            if self.device is not None and self.device.type == "cuda":
+                import torch
+
+                torch.cuda.synchronize(self.device)
+            PHASES[self.name] = PHASES.get(self.name, 0.0) + time.perf_counter() - self.t0
 FEW_SHOT_LABEL_EXAMPLES = 4
 
 
@@ -101,6 +123,31 @@ class PromptEncoder:
             )
         return self._templates[key]
 
+    def raw_pixels(self, path) -> Any:
+        """(1, 3, S, S) uint8 for one image file, resized as the image processor does (bicubic,
+        to the square size). Normalising happens on the device, batched (`normalize`): per image
+        on the CPU it was the bottleneck of GPU prediction."""
+        import numpy as np
+        import torch
+        from PIL import Image as PILImage
+
+        with PILImage.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != (self.size, self.size):
+                im = im.resize((self.size, self.size), PILImage.Resampling.BICUBIC)
+            arr = np.asarray(im, dtype=np.uint8)
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]
+
+    def normalize(self, raw, device, dtype):
+        """uint8 (K, 3, S, S) -> the image processor's rescaled and normalised pixels."""
+        import torch
+
+        ip = self.processor.image_processor
+        mean = torch.tensor(ip.image_mean, device=device, dtype=torch.float32)[None, :, None, None]
+        std = torch.tensor(ip.image_std, device=device, dtype=torch.float32)[None, :, None, None]
+        x = raw.to(device, non_blocking=True).float() * float(ip.rescale_factor)
+        return ((x - mean) / std).to(dtype)
+
     def pixels(self, image) -> Any:
         """(1, 3, H, W) for one image (a path or a PIL image); raises on an unreadable file."""
         from PIL import Image as PILImage
@@ -147,7 +194,7 @@ class PixelLoader:
 
     def _load(self, image: Image):
         try:
-            return self.encoder.pixels(image.path), None
+            return self.encoder.raw_pixels(image.path), None
         except Exception as exc:  # noqa: BLE001 - any unreadable image is reported, not fatal
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             return None, f"{image.path}: {reason}"
@@ -230,8 +277,9 @@ def predict_images(
     max_new_tokens: int | None = None,
     limit: int | None = None,
     topk: int = 5,
-    rank_candidates: int | None = 10,
-    workers: int = 4,
+    rank_candidates: int | None = 5,
+    rank_rounds: int = 1,
+    workers: int | None = None,
     on_progress: Callable[[PredictProgress], None] | None = None,
 ) -> PredictSummary:
     """Predict `task` for the selected images with `loaded` (a LoadedModel) and store the rows.
@@ -241,8 +289,9 @@ def predict_images(
     finished batch kept). Labels: the raw answer, `parse_label` of it (or, with
     `constrain_labels`, the best vocabulary label), and rank-classification confidence/top-k.
     Captions: confidence is the geometric mean of the generated tokens' probabilities.
-    `rank_candidates`: labels scored per round, best-first, until the top `topk` are exact
-    (None or 0: score every label exactly).
+    `rank_candidates`: labels scored exactly per round, most likely first token first, plus the
+    answer; up to `rank_rounds` rounds while the top `topk` are not provably exact (None or 0:
+    score every label exactly, slower).
     """
     from .generation import Runner
 
@@ -284,15 +333,24 @@ def predict_images(
             ex_feats = runner.image_features(ex_pixels)
         batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
         done = 0
-        for batch, loaded_px in PixelLoader(encoder, batches, workers=workers):
+        workers = workers or min(8, os.cpu_count() or 1)
+        loader = iter(PixelLoader(encoder, batches, workers=workers))
+        while True:
+            with _phase("wait for images"):
+                item = next(loader, None)
+            if item is None:
+                break
+            batch, loaded_px = item
             pairs = list(zip(batch, loaded_px, strict=True))
             ok = [(im, px) for im, (px, _) in pairs if px is not None]
             summary.failed += [(im.id, err) for im, (_, err) in pairs if err is not None]
             preds = _predict_batch(runner, encoder, ok, task=task, mode=mode, examples=examples,
                                    ex_feats=ex_feats, vocab=vocab, constrain=constrain_labels,
                                    max_new=max_new, topk=topk, candidates=rank_candidates or None,
+                                   rounds=rank_rounds,
                                    model_name=model_name, adapter=adapter)
-            summary.predicted += add_predictions(db, preds)
+            with _phase("database"):
+                summary.predicted += add_predictions(db, preds)
             done += len(batch)
             summary.seconds = time.perf_counter() - start
             if on_progress is not None:
@@ -310,7 +368,7 @@ def predict_images(
 
 
 def _predict_batch(runner, encoder, items, *, task, mode, examples, ex_feats, vocab, constrain,
-                   max_new, topk, candidates, model_name, adapter) -> list[NewPrediction]:
+                   max_new, topk, candidates, rounds, model_name, adapter) -> list[NewPrediction]:
     import torch
 
     if not items:
@@ -318,24 +376,33 @@ def _predict_batch(runner, encoder, items, *, task, mode, examples, ex_feats, vo
     prompts = [build_prompt(task, None, examples) for _ in items]
     enc = encoder.encode(prompts)
     # Only the target images go through the vision tower; example features are computed once.
-    feats = runner.image_features(torch.cat([px for _, px in items]))
+    dev = runner.device
+    with _phase("vision", dev):
+        raw = torch.cat([px for _, px in items])
+        if dev.type == "cuda":
+            raw = raw.pin_memory()
+        feats = runner.image_features(encoder.normalize(raw, dev, runner.dtype))
     if ex_feats is not None:
         key = next(iter(feats))
         tgt, ex = feats[key], ex_feats[key]
         bsz = tgt.shape[0]
         merged = torch.cat([ex[None].expand(bsz, *ex.shape), tgt[:, None]], dim=1)
         feats = {key: merged.flatten(0, 1)}
-    first, cache = runner.prefill(enc, feats)
+    with _phase("prompt", dev):
+        first, cache = runner.prefill(enc, feats)
     from .generation import _cache_kv
 
     prompt_kv = _cache_kv(cache) if vocab else None
-    gen = runner.greedy(enc, feats, first, cache, max_new)
+    with _phase("decode", dev):
+        gen = runner.greedy(enc, feats, first, cache, max_new)
     scores = []
     if vocab:
         index = {lab: j for j, lab in enumerate(vocab)}
         answers = [index.get(parse_label(t)) for t in gen.texts]
-        scores = runner.score_labels(enc, feats, first, prompt_kv, vocab, task=task,
-                                     candidates=candidates, include=answers)
+        with _phase("rank labels", dev):
+            scores = runner.score_labels(enc, feats, first, prompt_kv, vocab, task=task,
+                                         candidates=candidates, max_rounds=rounds,
+                                         include=answers)
     out = []
     for i, (im, _) in enumerate(items):
         raw = gen.texts[i]
