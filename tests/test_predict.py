@@ -97,8 +97,10 @@ def test_greedy_decoding_matches_transformers_generate(tiny_loaded, image_db):
         fast = enc_.normalize(enc_.raw_pixels(im.path), "cpu", torch.float32)
         assert torch.allclose(fast, px, atol=1e-5)
         feats = runner.image_features(px)
-        first, cache = runner.prefill(enc, feats)
-        ours = runner.greedy(enc, feats, first, cache, max_new_tokens=12)
+        # Through the per-batch cross-attention table, as predict_images runs it.
+        with runner.image_table(feats, 1):
+            first, cache = runner.prefill(enc, feats)
+            ours = runner.greedy(enc, feats, first, cache, max_new_tokens=12)
         ref = tiny_loaded.model.generate(
             **inputs, max_new_tokens=12, do_sample=False,
             bad_words_ids=[[i] for i in runner.ids.banned], eos_token_id=runner.ids.stop,
@@ -124,8 +126,9 @@ def test_rank_scores_equal_a_full_forward_per_label(tiny_loaded, image_db):
     ims = list_images(image_db, split="valid")[:2]
     enc = encoder.encode([build_prompt("label", None)] * 2)
     feats = runner.image_features(torch.cat([encoder.pixels(im.path) for im in ims]))
-    first, cache = runner.prefill(enc, feats)
-    scores = runner.score_labels(enc, feats, first, _cache_kv(cache), LABELS, max_rows=3)
+    with runner.image_table(feats, 1):
+        first, cache = runner.prefill(enc, feats)
+        scores = runner.score_labels(enc, feats, first, _cache_kv(cache), LABELS, max_rows=3)
     tok = runner.label_tokens("label", tuple(LABELS))
     key = next(iter(feats))
     for b in range(2):

@@ -8,6 +8,7 @@ included), and both greedy decoding and label scoring continue from that cache.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 from dataclasses import dataclass, field
@@ -99,6 +100,15 @@ def _perceiver_wants_4d(cls) -> bool:
         return False
 
 
+def _table_forward(runner, orig, table):
+    def forward(x):
+        t = table if runner.table_rows is None else table[runner.table_rows]
+        # Anything but the batch's own image states (other callers) goes the normal way.
+        return t if t.shape[:-1] == x.shape[:-1] else orig(x)
+
+    return forward
+
+
 def _out_cache(out):
     return getattr(out, "cache", None) if getattr(out, "cache", None) is not None else (
         out.past_key_values
@@ -120,6 +130,35 @@ class Runner:
         self._label_tokens: dict[tuple[str, tuple[str, ...]], list[list[int]]] = {}
         # With pruned scoring, how many of the best labels must be exact (the stored top-k).
         self.certify_top = 5
+        self.table_rows: torch.Tensor | None = None  # see image_table
+
+    # -- cross-attention keys/values, once per batch ----------------------------------------
+    def _projections(self):
+        layers = getattr(self.model.model, "gated_cross_attn_layers", None) or []
+        return [getattr(layer.cross_attn, name) for layer in layers for name in ("k_proj",
+                                                                                  "v_proj")]
+
+    @contextlib.contextmanager
+    def image_table(self, feats: dict[str, torch.Tensor], n_img: int):
+        """Within this block, cross-attention key/value projections of the batch's image
+        features are computed once and looked up (rows selected by `self.table_rows`), instead
+        of being recomputed at every decoding step and for every scored label.
+        (IDEFICS' cross-attention has no cache of its own.)"""
+        ((_, flat),) = feats.items()
+        states = flat.reshape(-1, n_img * flat.shape[1], flat.shape[2])  # (B, N*S, D)
+        projs = self._projections()
+        with torch.inference_mode():
+            for proj in projs:
+                orig = proj.__dict__.get("_sportvlm_forward") or proj.forward
+                proj.__dict__["_sportvlm_forward"] = orig
+                table = orig(states)
+                proj.forward = _table_forward(self, orig, table)
+        try:
+            yield
+        finally:
+            for proj in projs:
+                proj.forward = proj.__dict__["_sportvlm_forward"]
+            self.table_rows = None
 
     # -- image features ---------------------------------------------------------------------
     @torch.inference_mode()
@@ -283,10 +322,14 @@ class Runner:
                 valid = torch.arange(width, device=dev)[None, :] < lens[:, None]
                 attn = torch.cat([attn_p[rb], valid.to(attn_p.dtype)], dim=1)
                 cache = _fresh_cache([(k[rb], v[rb]) for k, v in prompt_kv])
-                out = self._forward(
-                    toks, attn, img_row[rb].expand(-1, width, -1),
-                    {feat_key: feat[rb].flatten(0, 1)}, cache, last_only=False,
-                )
+                self.table_rows = rb
+                try:
+                    out = self._forward(
+                        toks, attn, img_row[rb].expand(-1, width, -1),
+                        {feat_key: feat[rb].flatten(0, 1)}, cache, last_only=False,
+                    )
+                finally:
+                    self.table_rows = None
                 lp = F.log_softmax(out.logits.float(), dim=-1)  # (r, width, V)
                 # Tokens 2..n are predicted at positions 1..n-1; the end after the last one.
                 nxt = lp[:, :-1, :].gather(2, toks[:, 1:, None])[:, :, 0]

@@ -367,6 +367,26 @@ def predict_images(
     return summary
 
 
+def _model_passes(runner, enc, feats, task, vocab, candidates, rounds, max_new, dev):
+    """Prompt once, then greedy decoding and (labels) rank classification from its cache."""
+    from .generation import _cache_kv
+
+    with _phase("prompt", dev):
+        first, cache = runner.prefill(enc, feats)
+    prompt_kv = _cache_kv(cache) if vocab else None
+    with _phase("decode", dev):
+        gen = runner.greedy(enc, feats, first, cache, max_new)
+    scores = []
+    if vocab:
+        index = {lab: j for j, lab in enumerate(vocab)}
+        answers = [index.get(parse_label(t)) for t in gen.texts]
+        with _phase("rank labels", dev):
+            scores = runner.score_labels(enc, feats, first, prompt_kv, vocab, task=task,
+                                         candidates=candidates, max_rounds=rounds,
+                                         include=answers)
+    return gen, scores
+
+
 def _predict_batch(runner, encoder, items, *, task, mode, examples, ex_feats, vocab, constrain,
                    max_new, topk, candidates, rounds, model_name, adapter) -> list[NewPrediction]:
     import torch
@@ -388,21 +408,9 @@ def _predict_batch(runner, encoder, items, *, task, mode, examples, ex_feats, vo
         bsz = tgt.shape[0]
         merged = torch.cat([ex[None].expand(bsz, *ex.shape), tgt[:, None]], dim=1)
         feats = {key: merged.flatten(0, 1)}
-    with _phase("prompt", dev):
-        first, cache = runner.prefill(enc, feats)
-    from .generation import _cache_kv
-
-    prompt_kv = _cache_kv(cache) if vocab else None
-    with _phase("decode", dev):
-        gen = runner.greedy(enc, feats, first, cache, max_new)
-    scores = []
-    if vocab:
-        index = {lab: j for j, lab in enumerate(vocab)}
-        answers = [index.get(parse_label(t)) for t in gen.texts]
-        with _phase("rank labels", dev):
-            scores = runner.score_labels(enc, feats, first, prompt_kv, vocab, task=task,
-                                         candidates=candidates, max_rounds=rounds,
-                                         include=answers)
+    with runner.image_table(feats, enc.image_attention_mask.shape[-1]):
+        gen, scores = _model_passes(runner, enc, feats, task, vocab, candidates, rounds,
+                                    max_new, dev)
     out = []
     for i, (im, _) in enumerate(items):
         raw = gen.texts[i]
