@@ -259,3 +259,32 @@ async def test_training_from_the_review_app(loop_db):
     redone = {p.image_id for p in predictions.list_predictions(db, task="label", adapter=name)}
     assert pending and set(pending) <= redone
     assert [a.name for a in list_adapters(db)] == [name]
+
+
+@pytest.mark.slow
+def test_cancel_stops_the_trainer_and_saves_nothing(loop_db, tmp_path):
+    from training.runs import TrainingProcess, plan_config
+
+    db = connect(loop_db)
+    _decide_by_storage_without_predictions(db)
+    from sportvlm_tui.export import export_pairs
+
+    res = export_pairs(db, tmp_path / "p.jsonl", tasks=["label"])
+    config = plan_config(db, str(loop_db), pairs=str(res.path), name="cancelled", model=TINY,
+                         overrides=TRAIN | {"max_steps": 100000, "eval_limit": None})
+    proc = TrainingProcess(db, config)
+    for ev in proc.events():
+        if ev["event"] == "step":
+            proc.cancel()
+    outcome = proc.finish()
+    assert outcome.status == "interrupted" and outcome.adapter is None
+    assert not Path(config.out_dir).exists()
+    assert not list(Path(config.out_dir).parent.glob(".cancelled.partial-*"))
+    assert list_adapters(db) == []
+    assert db.execute("SELECT status FROM training_runs").fetchone()[0] == "interrupted"
+
+
+def _decide_by_storage_without_predictions(db) -> None:
+    for image_id, label in _labelled(db, "train").items():
+        reviews.save_decision(db, image_id=image_id, task="label", decision="correct",
+                              value=label, annotator="ann")

@@ -108,6 +108,16 @@ def test_sportvlm_train_then_adapters_evaluate(tmp_path, db_path, monkeypatch):
     assert "on 2 valid images" in r.output
     r = run("train", "--model", "builtin:tiny", "--name", "first", "--db", str(db_path))
     assert r.exit_code == 1 and "exists" in r.output
+    # With an adapter promoted, the next candidate is evaluated against it (loaded as a
+    # second adapter beside the candidate) and continues from it when asked.
+    assert run("adapters", "promote", "first", "--force", "--db", str(db_path)).exit_code == 0
+    r = run("train", "--model", "builtin:tiny", "--device", "cpu", "--max-steps", "2",
+            "--micro-batch-size", "4", "--eval-limit", "4", "--name", "second",
+            "--from-adapter", "first", "--no-promote", "--db", str(db_path))
+    assert r.exit_code == 0, r.output
+    second = get_adapter(db, "second")
+    assert second.parent == "first" and second.metrics["eval"]["reference_name"] == "first"
+    assert second.metrics["eval"]["reference"]["total"] == 4
 
 
 def test_train_without_decisions_is_one_line(tmp_path, db_path, monkeypatch):
