@@ -115,6 +115,13 @@ def test_replay_adds_earlier_pairs_marked(decided, tmp_path):
     assert sorted(x["replay"] for x in lines) == [False, True, True]
 
 
+def test_replay_without_new_only_is_refused(decided, tmp_path):
+    db, _, _ = decided
+    with pytest.raises(ValueError, match="--replay needs --new-only"):
+        export_pairs(db, tmp_path / "x.jsonl", replay=10)
+    assert not (tmp_path / "x.jsonl").exists()
+
+
 def _pair(i, label):
     return TrainingPair(image=f"/x/{i}.jpg", root="/x", rel_path=f"{i}.jpg", task="label",
                         prompt="p", answer=label, label=label, image_id=i, review_id=i,

@@ -254,11 +254,20 @@ async def test_training_from_the_review_app(loop_db):
         await wait_for(lambda: ctl.state.repredict.startswith(("re-predicted", "re-prediction f")))
         assert ctl.state.repredict.startswith("re-predicted"), ctl.state.repredict
 
+        # Quitting while a run goes on stops the trainer (what the atexit hook does).
+        app.training_controller.overrides["max_steps"] = 100000
+        await pilot.press("s")
+        await wait_for(lambda: ctl.state.phase == "training" and ctl.state.step > 0)
+        await asyncio.get_running_loop().run_in_executor(None, ctl.shutdown)
+        await wait_for(lambda: ctl.state.phase == "interrupted")
+
     db = connect(loop_db)
     pending = [i for i in _labelled(db, None) if not reviews.state(db, i)]
     redone = {p.image_id for p in predictions.list_predictions(db, task="label", adapter=name)}
     assert pending and set(pending) <= redone
     assert [a.name for a in list_adapters(db)] == [name]
+    runs = db.execute("SELECT status FROM training_runs ORDER BY id").fetchall()
+    assert [r[0] for r in runs] == ["done", "interrupted"]
 
 
 @pytest.mark.slow

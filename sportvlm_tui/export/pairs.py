@@ -246,6 +246,9 @@ def export_pairs(
     share of the earlier pairs (a fraction of them, or a count), marked `replay: true`.
     """
     tasks = list(dict.fromkeys(tasks))
+    if replay and not new_only:
+        raise ValueError("--replay needs --new-only (without it every decision is exported "
+                         "already)")
     all_pairs, refused = collect_pairs(db, tasks)
     since = last_export_review_id(db) if new_only else 0
     new = [p for p in all_pairs if p.review_id > since]

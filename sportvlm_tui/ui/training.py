@@ -12,6 +12,7 @@ The app loads this module through `ui/app.py`'s EXTENSIONS and calls `install(ap
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -87,6 +88,27 @@ class TrainingController:
         self._process = None
         self._lock = threading.Lock()
         self.model: str | None = None  # None: the model of the newest prediction
+        self._atexit = False
+        self._repredicting: subprocess.Popen | None = None
+
+    def shutdown(self, timeout: float = 20.0) -> None:
+        """Stop a run still going when the app exits (else the trainer would outlive it and
+        its run would never be recorded as ended)."""
+        other = self._repredicting
+        if other is not None and other.poll() is None:
+            other.send_signal(signal.SIGINT)  # finished batches are already saved
+        proc = self._process
+        if proc is None or proc.proc.poll() is not None:
+            return
+        proc.cancel()
+        try:
+            proc.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.proc.kill()
+        try:
+            proc.finish()
+        except Exception:  # noqa: BLE001 - exiting anyway; the run row stays 'running'
+            pass
 
     # --- state changes (any thread) ------------------------------------------------------
     def _set(self, step_only: bool = False, **changes) -> None:
@@ -111,11 +133,21 @@ class TrainingController:
         """Start a run in a worker thread; False when one is already running."""
         if self.state.running:
             return False
+        if not self._atexit:
+            import atexit
+
+            atexit.register(self.shutdown)
+            self._atexit = True
         self.state = TrainingState(phase="exporting", message="exporting decisions…")
         self._set()
-        self.app.run_worker(self._run, thread=True, group="training", exit_on_error=False,
-                            name="training")
+        self._thread(self._run, "training")
         return True
+
+    def _thread(self, target, name: str) -> None:
+        # A daemon thread, not a Textual thread worker: workers run in the default executor,
+        # which the interpreter joins at exit, so quitting the app would wait for the whole
+        # training run. A daemon thread lets `shutdown` (atexit) stop the trainer instead.
+        threading.Thread(target=target, name=f"sportvlm-{name}", daemon=True).start()
 
     def cancel(self) -> None:
         proc = self._process
@@ -130,8 +162,9 @@ class TrainingController:
 
     def repredict(self) -> None:
         if self.state.promoted and self.state.adapter:
-            self.app.run_worker(self._repredict, thread=True, group="training-predict",
-                                exclusive=True, exit_on_error=False)
+            if self._repredicting is not None and self._repredicting.poll() is None:
+                return
+            self._thread(self._repredict, "repredict")
 
     # --- workers (threads) ---------------------------------------------------------------
     def _run(self) -> None:
@@ -217,10 +250,15 @@ class TrainingController:
                "PYTHONPATH": os.pathsep.join(x for x in (root, os.environ.get("PYTHONPATH"))
                                              if x)}
         self._set(repredict="re-predicting pending images…")
+        if not self._atexit:
+            import atexit
+
+            atexit.register(self.shutdown)
+            self._atexit = True
         try:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                    stdin=subprocess.DEVNULL, text=True, env=env,
-                                    start_new_session=True)
+            self._repredicting = proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
         except OSError as exc:
             self._set(repredict=f"re-prediction failed to start: {exc}")
             return
