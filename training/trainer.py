@@ -255,7 +255,9 @@ def _train(config: TrainConfig, accelerator, pairs, progress: ProgressWriter,
                                        / config.grad_accum))
     total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, total))
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    # The scheduler stays outside `prepare`: accelerate would step it once per process, and
+    # `total` already counts optimizer steps of the whole DDP group.
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
 
     resolved = config.to_dict() | {"quant": quant, "optimizer": opt_name}
     if partial is not None:
