@@ -205,12 +205,13 @@ def predict(task, mode, model, adapter, quant, batch_size, split, examples_path,
                f" {summary.skipped} already done, {len(summary.failed)} failed"
                f" ({summary.images_per_s:.1f} img/s, model load {load_s:.1f} s)")
     if summary.correct is not None:
-        click.echo(f"{summary.correct} / {summary.labelled} correct (exact match)")
+        todo = f"; {summary.unpredicted} not predicted yet" if summary.unpredicted else ""
+        click.echo(f"{summary.correct} / {summary.labelled} correct (exact match{todo})")
 
 
 def _overall(db, loaded, task, mode, split, mine, already: int):
     """The main process's summary over every process's rows (they share the database)."""
-    from ..model.predict import PredictSummary, exact_match
+    from ..model.predict import PredictSummary, _match_counts
     from ..storage.images import list_images
     from ..storage.predictions import list_predictions
 
@@ -221,8 +222,8 @@ def _overall(db, loaded, task, mode, split, mine, already: int):
     s.requested, s.skipped = len(ids), already
     s.predicted = len(rows) - already
     if task == "label":
-        s.correct, s.labelled = exact_match(db, task=task, mode=mode, model=loaded.model_name,
-                                            adapter=loaded.adapter_name, image_ids=ids)
+        s.correct, s.labelled, s.unpredicted = _match_counts(
+            db, task, mode, loaded.model_name, loaded.adapter_name, ids)
         s.correct = s.correct if s.labelled else None
     return s
 

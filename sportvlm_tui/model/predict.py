@@ -71,6 +71,7 @@ class PredictSummary:
     seconds: float = 0.0
     correct: int | None = None  # exact matches over the labelled requested images (labels)
     labelled: int = 0
+    unpredicted: int = 0  # labelled requested images still without a prediction
 
     @property
     def images_per_s(self) -> float:
@@ -90,6 +91,7 @@ class PredictSummary:
             "images_per_s": round(self.images_per_s, 2),
             "correct": self.correct,
             "labelled": self.labelled,
+            "unpredicted": self.unpredicted,
         }
 
 
@@ -237,20 +239,28 @@ def default_label_examples(db, exclude: set[int], n: int = FEW_SHOT_LABEL_EXAMPL
 
 def exact_match(db, *, task: str, mode: str, model: str, adapter: str,
                 image_ids: list[int]) -> tuple[int, int]:
-    """(correct, labelled): predictions equal to the dataset label, over labelled images."""
-    correct = labelled = 0
+    """(correct, labelled): predictions equal to the dataset label, over labelled images
+    (one without a prediction counts as wrong)."""
+    correct, labelled, _ = _match_counts(db, task, mode, model, adapter, image_ids)
+    return correct, labelled
+
+
+def _match_counts(db, task, mode, model, adapter, image_ids) -> tuple[int, int, int]:
+    correct = labelled = missing = 0
     for start in range(0, len(image_ids), 500):
         chunk = image_ids[start : start + 500]
         marks = ",".join("?" * len(chunk))
         row = db.execute(
-            "SELECT count(*), coalesce(sum(p.text = i.label), 0) FROM images i LEFT JOIN"
+            "SELECT count(*), coalesce(sum(p.text = i.label), 0), sum(p.id IS NULL)"
+            " FROM images i LEFT JOIN"
             " predictions p ON p.image_id = i.id AND p.task = ? AND p.mode = ? AND p.model = ?"
             f" AND p.adapter = ? WHERE i.label IS NOT NULL AND i.id IN ({marks})",
             (task, mode, model, adapter, *chunk),
         ).fetchone()
         labelled += row[0]
         correct += row[1]
-    return correct, labelled
+        missing += row[2] or 0
+    return correct, labelled, missing
 
 
 def _prob(p: float) -> float:
@@ -358,10 +368,8 @@ def predict_images(
                                             done / max(summary.seconds, 1e-9)))
     summary.seconds = time.perf_counter() - start
     if task == "label":
-        summary.correct, summary.labelled = exact_match(
-            db, task=task, mode=mode, model=model_name, adapter=adapter,
-            image_ids=[im.id for im in selected],
-        )
+        summary.correct, summary.labelled, summary.unpredicted = _match_counts(
+            db, task, mode, model_name, adapter, [im.id for im in selected])
         if summary.labelled == 0:
             summary.correct = None
     return summary
