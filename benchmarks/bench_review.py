@@ -63,10 +63,11 @@ def pct(values: list[float], q: float) -> float:
     return values[k]
 
 
-async def drive(db_path: str, steps: int, size: tuple[int, int], t_start: float) -> dict:
+async def drive(db_path: str, steps: int, size: tuple[int, int], t_start: float,
+                order: str) -> dict:
     import asyncio
 
-    from sportvlm_tui.storage.review_queue import QueueSpec
+    from sportvlm_tui.storage.review_queue import QueueSpec, parse_order
     from sportvlm_tui.ui.app import ReviewApp
     from sportvlm_tui.ui.review_screen import ReviewConfig
 
@@ -82,7 +83,9 @@ async def drive(db_path: str, steps: int, size: tuple[int, int], t_start: float)
         event.set()
 
     annotator = f"bench-{os.getpid()}"
-    app = ReviewApp(ReviewConfig(db_path, annotator, QueueSpec(), graphics="halfblock"),
+    name, seed = parse_order(order)
+    spec = QueueSpec(order=name, seed=seed)
+    app = ReviewApp(ReviewConfig(db_path, annotator, spec, graphics="halfblock"),
                     image_shown_hook=hook)
     out: dict = {}
     async with app.run_test(size=size) as pilot:
@@ -105,8 +108,9 @@ async def drive(db_path: str, steps: int, size: tuple[int, int], t_start: float)
                         break
                 lat.append((shown[cur.image.id] - t0) * 1000)
                 if settle:
-                    # human pace: the decoder and the status counts catch up between keys
-                    await app.settled(10)
+                    # human pace: the decoder catches up between keys
+                    await app.settled(10, stats=False)
+                    await asyncio.sleep(0.05)
             out[key] = lat
         await pilot.press("u")
         await app.settled(10)
@@ -118,7 +122,8 @@ def child(args) -> None:
 
     sys.path.insert(0, str(REPO))
     t_start = float(os.environ.get("BENCH_T0", T_PROCESS))
-    res = asyncio.run(drive(str(args.db), args.steps, (args.width, args.height), t_start))
+    res = asyncio.run(drive(str(args.db), args.steps, (args.width, args.height), t_start,
+                            args.order))
     print(json.dumps(res))
 
 
@@ -129,6 +134,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--width", type=int, default=120)
     ap.add_argument("--height", type=int, default=40)
+    ap.add_argument("--order", default="confidence", help="confidence, dataset, random[:SEED]")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -138,15 +144,17 @@ def main() -> None:
     env = {**os.environ, "BENCH_T0": repr(time.time())}
     proc = subprocess.run(
         [sys.executable, __file__, "--child", "--db", str(args.db), "--steps",
-         str(args.steps), "--width", str(args.width), "--height", str(args.height)],
+         str(args.steps), "--width", str(args.width), "--height", str(args.height),
+         "--order", args.order],
         env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
         raise SystemExit(proc.returncode)
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     cpus = os.cpu_count()
-    print(f"queue: {args.n} images; terminal {args.width}x{args.height}, halfblock; "
-          f"{cpus} CPUs")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"queue: {args.n} images, order {args.order}; terminal {args.width}x{args.height}, "
+          f"halfblock; {cpus} CPUs, load average {load:.1f}")
     print(f"time to first image (process start -> painted): {res['first_image_s']:.2f} s")
     for key, name in (("n", "next (n, no write)"), ("a", "accept (a: 2 decisions + claim)"),
                       ("burst", "n held down (no pause between keys)")):

@@ -185,8 +185,10 @@ def _select(spec: QueueSpec, annotator: str | None, phase: int) -> tuple[str, li
         where = [w for w in where if "p." not in w]
         key = ["1", "0", "i.id"]
     else:
-        join = "JOIN" if _needs_prediction(spec) else "LEFT JOIN"
-        frm = f"FROM images i {join} predictions p ON p.id = {_LATEST_LABEL} WHERE 1"
+        if _needs_prediction(spec):
+            frm = f"FROM images i JOIN predictions p ON p.id = {_LATEST_LABEL} WHERE 1"
+        else:
+            frm = "FROM images i WHERE 1"
         key = ["0", _random_key_sql(spec.seed) if spec.order == "random" else "0", "i.id"]
     return frm + "".join(f" AND {w}" for w in where), key, params
 

@@ -50,9 +50,10 @@ class ReviewApp(App):
                 return screen
         raise LookupError("no review screen")
 
-    async def settled(self, timeout: float = 10.0) -> None:
+    async def settled(self, timeout: float = 10.0, *, stats: bool = True) -> None:
         """Wait until the review screen has no database job or image decode outstanding
-        (tests and the benchmark drive the app with Pilot and then look at the database)."""
+        (and, with `stats`, fresh status counts): tests and the benchmark drive the app
+        with Pilot and then look at the database."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         quiet = 0
@@ -62,7 +63,8 @@ class ReviewApp(App):
                 screen = self.review
             except LookupError:
                 return
-            quiet = quiet + 1 if screen.idle and screen.ready else 0
+            idle = screen.idle if stats else screen.idle_ignoring_stats
+            quiet = quiet + 1 if idle and screen.ready else 0
             if quiet >= 3:
                 return
         raise TimeoutError("the review screen did not settle")

@@ -176,7 +176,11 @@ class ReviewScreen(Screen):
     @property
     def idle(self) -> bool:
         """No database job queued or running and no image being decoded for the screen."""
-        return self._busy == 0 and self._wanted is None and not self._stats_due
+        return self.idle_ignoring_stats and not self._stats_due
+
+    @property
+    def idle_ignoring_stats(self) -> bool:
+        return self._busy == 0 and self._wanted is None
 
     @work(thread=True, exit_on_error=False, name="store", group="store")
     def _store_loop(self) -> None:

@@ -97,15 +97,17 @@ class ReviewSession:
     def _fill(self, offset: int = 0) -> bool:
         """Append the next page to the window. False when the walk is over."""
         w = self.w
+        # A random order can't use an index: each page scans the queue, so take bigger ones.
+        limit = self.page_size * (20 if self.spec.order == "random" else 1)
         while not w.exhausted:
             if w.lap == 0:
                 after = w.last if w.last is not None else w.start_key
                 inclusive = w.last is None and w.start_key is not None
                 got = rq.page(self.db, self.spec, annotator=self.annotator, after=after,
-                              inclusive=inclusive, limit=self.page_size, offset=offset)
+                              inclusive=inclusive, limit=limit, offset=offset)
             else:
                 got = rq.page(self.db, self.spec, annotator=self.annotator, after=w.last,
-                              before=w.start_key, limit=self.page_size)
+                              before=w.start_key, limit=limit)
             offset = 0
             if got:
                 w.last = got[-1][0]
