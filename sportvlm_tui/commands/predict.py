@@ -92,7 +92,7 @@ class _Progress:
               default="auto", show_default=True,
               help="Weights: auto = nf4 (4-bit, the tutorial's) on a GPU, fp32 on CPU.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Images per batch (default 64 on a GPU, 8 on CPU).")
+              help="Images per batch (default 256 on a GPU, 8 on CPU).")
 @click.option("--split", default=None, help="Only images of this split (default: all).")
 @click.option("--examples", "examples_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None,

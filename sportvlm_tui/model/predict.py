@@ -8,6 +8,7 @@ in flight and the same call resumes it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -303,14 +304,12 @@ def predict_images(
     answer; up to `rank_rounds` rounds while the top `topk` are not provably exact (None or 0:
     score every label exactly, slower).
     """
-    from .generation import Runner
-
     if task not in DEFAULT_MAX_NEW_TOKENS:
         raise ValueError(f"unknown task {task!r}")
     if mode not in ("zero-shot", "few-shot"):
         raise ValueError(f"unknown mode {mode!r}")
     model_name, adapter = loaded.model_name, loaded.adapter_name
-    batch_size = batch_size or (64 if loaded.device.type == "cuda" else 8)
+    batch_size = batch_size or (256 if loaded.device.type == "cuda" else 8)
     max_new = max_new_tokens or DEFAULT_MAX_NEW_TOKENS[task]
     selected = list_images(db, split=split, ids=image_ids)
     done_ids = predicted_image_ids(db, task=task, mode=mode, model=model_name, adapter=adapter)
@@ -331,41 +330,12 @@ def predict_images(
         raise ValueError("--constrain-labels needs labels (the database has none)")
 
     start = time.perf_counter()
-    if todo:
-        runner = Runner(loaded.model, loaded.tokenizer, loaded.device)
-        runner.certify_top = topk  # the stored alternatives are ranked exactly
-        encoder = PromptEncoder(loaded.processor)
-        ex_feats = None
-        if examples:
-            import torch
-
-            ex_pixels = torch.cat([encoder.pixels(ex.image) for ex in examples])
-            ex_feats = runner.image_features(ex_pixels)
-        batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-        done = 0
-        workers = workers or min(8, os.cpu_count() or 1)
-        loader = iter(PixelLoader(encoder, batches, workers=workers))
-        while True:
-            with _phase("wait for images"):
-                item = next(loader, None)
-            if item is None:
-                break
-            batch, loaded_px = item
-            pairs = list(zip(batch, loaded_px, strict=True))
-            ok = [(im, px) for im, (px, _) in pairs if px is not None]
-            summary.failed += [(im.id, err) for im, (_, err) in pairs if err is not None]
-            preds = _predict_batch(runner, encoder, ok, task=task, mode=mode, examples=examples,
-                                   ex_feats=ex_feats, vocab=vocab, constrain=constrain_labels,
-                                   max_new=max_new, topk=topk, candidates=rank_candidates or None,
-                                   rounds=rank_rounds,
-                                   model_name=model_name, adapter=adapter)
-            with _phase("database"):
-                summary.predicted += add_predictions(db, preds)
-            done += len(batch)
-            summary.seconds = time.perf_counter() - start
-            if on_progress is not None:
-                on_progress(PredictProgress(done, len(todo), summary.predicted,
-                                            done / max(summary.seconds, 1e-9)))
+    with _small_model_threads(loaded):
+        if todo:
+            _run(db, loaded, todo, summary, start, task=task, mode=mode, batch_size=batch_size,
+                 examples=examples, vocab=vocab, constrain=constrain_labels, max_new=max_new,
+                 topk=topk, candidates=rank_candidates or None, rounds=rank_rounds,
+                 workers=workers, on_progress=on_progress)
     summary.seconds = time.perf_counter() - start
     if task == "label":
         summary.correct, summary.labelled, summary.unpredicted = _match_counts(
@@ -373,6 +343,64 @@ def predict_images(
         if summary.labelled == 0:
             summary.correct = None
     return summary
+
+
+@contextlib.contextmanager
+def _small_model_threads(loaded):
+    """One CPU thread for a small model (builtin:tiny): its matmuls are too small to split,
+    and on a busy machine the thread pool's spinning made it ten times slower."""
+    import torch
+
+    small = loaded.device.type == "cpu" and sum(
+        p.numel() for p in loaded.model.parameters()) < 50_000_000
+    before = torch.get_num_threads()
+    if small:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if small:
+            torch.set_num_threads(before)
+
+
+def _run(db, loaded, todo, summary, start, *, task, mode, batch_size, examples, vocab,
+         constrain, max_new, topk, candidates, rounds, workers, on_progress) -> None:
+    """The batch loop: load ahead, predict, commit, report."""
+    from .generation import Runner
+
+    runner = Runner(loaded.model, loaded.tokenizer, loaded.device)
+    runner.certify_top = topk  # the stored alternatives are ranked exactly
+    encoder = PromptEncoder(loaded.processor)
+    ex_feats = None
+    if examples:
+        import torch
+
+        ex_pixels = torch.cat([encoder.pixels(ex.image) for ex in examples])
+        ex_feats = runner.image_features(ex_pixels)
+    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    done = 0
+    workers = workers or min(8, os.cpu_count() or 1)
+    loader = iter(PixelLoader(encoder, batches, workers=workers))
+    while True:
+        with _phase("wait for images"):
+            item = next(loader, None)
+        if item is None:
+            break
+        batch, loaded_px = item
+        pairs = list(zip(batch, loaded_px, strict=True))
+        ok = [(im, px) for im, (px, _) in pairs if px is not None]
+        summary.failed += [(im.id, err) for im, (_, err) in pairs if err is not None]
+        preds = _predict_batch(runner, encoder, ok, task=task, mode=mode, examples=examples,
+                               ex_feats=ex_feats, vocab=vocab, constrain=constrain,
+                               max_new=max_new, topk=topk, candidates=candidates,
+                               rounds=rounds, model_name=summary.model, adapter=summary.adapter)
+        with _phase("database"):
+            summary.predicted += add_predictions(db, preds)
+        done += len(batch)
+        summary.seconds = time.perf_counter() - start
+        if on_progress is not None:
+            on_progress(PredictProgress(done, len(todo), summary.predicted,
+                                        done / max(summary.seconds, 1e-9)))
 
 
 def _model_passes(runner, enc, feats, task, vocab, candidates, rounds, max_new, dev):
