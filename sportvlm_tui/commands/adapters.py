@@ -95,7 +95,8 @@ def rollback(db_path: str) -> None:
 @click.option("--split", default="valid", show_default=True, help="Held-out split.")
 @click.option("--limit", type=int, default=200, show_default=True,
               help="At most this many held-out images.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True,
+              help="Images per prediction batch.")
 @click.option("--quant", default="auto", show_default=True, help="Base weights.")
 @db_option
 def evaluate(name: str, split: str, limit: int, batch_size: int, quant: str,
