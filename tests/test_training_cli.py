@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -125,3 +126,22 @@ def test_train_without_decisions_is_one_line(tmp_path, db_path, monkeypatch):
     r = run("train", "--model", "builtin:tiny", "--db", str(db_path))
     assert r.exit_code == 1 and "no training pairs" in r.output
     assert "Traceback" not in r.output
+
+
+def test_runs_left_running_by_a_dead_parent_are_closed(db_path):
+    import subprocess
+    import sys
+
+    from training.runs import close_stale_runs
+
+    db = connect(db_path)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    for pid in (gone.pid, None):
+        db.execute("INSERT INTO training_runs (status, pid, started_at) VALUES ('running', ?,"
+                   " 'x')", (pid,))
+    db.execute("INSERT INTO training_runs (status, pid, started_at) VALUES ('running', ?, 'x')",
+               (os.getpid(),))  # still alive: left alone
+    assert close_stale_runs(db) == 2
+    assert [r[0] for r in db.execute("SELECT status FROM training_runs ORDER BY id")] == [
+        "failed", "failed", "running"]

@@ -109,6 +109,7 @@ class TrainingProcess:
         self.config_path = out.parent / f"{out.name}.config.json"
         self.log_path = out.parent / f"{out.name}.log"
         config.save(self.config_path)
+        close_stale_runs(db)
         self.last_event: dict | None = None
         self.last_step: dict | None = None
         self.error: str | None = None
@@ -206,6 +207,34 @@ class TrainingProcess:
                 (status, error, json.dumps(self.last_step) if self.last_step else None, now(),
                  self.run_id),
             )
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def close_stale_runs(db: Database) -> int:
+    """Mark 'running' runs whose trainer is gone as failed (their parent died before it
+    could record the end). Returns how many."""
+    stale = [r["id"] for r in rows(db, "SELECT id, pid FROM training_runs WHERE status ="
+                                      " 'running'") if not _alive(r["pid"])]
+    if stale:
+        with write(db):
+            db.conn.executemany(
+                "UPDATE training_runs SET status = 'failed', error = ?, finished_at = ?"
+                " WHERE id = ? AND status = 'running'",
+                [("the trainer ended without its parent recording the result", now(), i)
+                 for i in stale],
+            )
+    return len(stale)
 
 
 def promotion_check(db: Database, name: str, tolerance: float = DEFAULT_TOLERANCE
