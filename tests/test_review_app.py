@@ -466,3 +466,19 @@ async def test_ctrl_q_also_gives_the_lease_back(review_db):
         await pilot.pause(0.3)
     with sqlite3.connect(review_db) as c:
         assert c.execute("SELECT count(*) FROM claims").fetchone()[0] == 0
+
+
+async def test_a_missing_or_broken_image_file_is_reported_on_screen(tmp_path):
+    path = tmp_path / "broken.db"
+    db = connect(path)
+    populate(db, write_images(tmp_path / "img", 2), 2)
+    (tmp_path / "img" / "img00.png").unlink()
+    (tmp_path / "img" / "img01.png").write_bytes(b"not a png")
+    db.conn.close()
+    app = make_app(str(path))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await app.settled()
+        assert "img00.png" in screen_text(app) and "No such file" in screen_text(app)
+        await press(app, pilot, "a")  # deciding still works: the label is about the row
+        assert live(str(path))[1][0] == "accept"
+        assert "img01.png" in screen_text(app) and "cannot identify" in screen_text(app)

@@ -18,7 +18,7 @@ from ..storage.review_queue import ORDERS, STATUSES, QueueSpec
 CANCEL = Binding("escape", "cancel", "Cancel", id="modal.cancel", tooltip="Close without change")
 
 
-class _Modal(ModalScreen):
+class _Modal(ModalScreen[None]):
     BINDINGS = [CANCEL]
 
     def action_cancel(self) -> None:
