@@ -77,3 +77,19 @@ def test_demo_ingests_predicts_and_reuses_the_database(tmp_path, started):
                                       "--data", str(sample)])
     assert again.exit_code == 0 and "already done" in again.output
     assert "ingest: 0 new" in again.output
+
+
+def test_queue_session_and_commands_import_neither_textual_nor_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import sportvlm_tui.storage.review_queue, sportvlm_tui.ui.session\n"
+        "import sportvlm_tui.commands.review, sportvlm_tui.commands.demo\n"
+        "bad = sorted(m for m in ('textual', 'torch', 'transformers') if m in sys.modules)\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == ""
