@@ -264,3 +264,44 @@ def test_import_training_is_light():
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_from_its_checkpoint(pairs_file, tmp_path):
+    import io
+
+    from training import trainer
+
+    class InterruptAt5(ProgressWriter):
+        def step(self, step, *a, **k):
+            if step == 5:
+                raise KeyboardInterrupt
+            return super().step(step, *a, **k)
+
+    out = tmp_path / "run"
+    cfg = _config(pairs_file, out, max_steps=6, checkpoint_every=2)
+    buf = io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        trainer.main(cfg, progress=InterruptAt5(None, stream=buf))
+    ckpt = trainer.checkpoint_dir(cfg)
+    assert not out.exists() and (ckpt / "state.pt").is_file()
+    last = [e for e in map(parse_progress_line, buf.getvalue().splitlines()) if e][-1]
+    assert last["event"] == "interrupted" and "--resume" in last["message"]
+
+    buf = io.StringIO()
+    resumed = _config(pairs_file, out, max_steps=6, checkpoint_every=2, resume=True)
+    metrics = trainer.main(resumed, progress=ProgressWriter(None, stream=buf))
+    steps = [e["step"] for e in map(parse_progress_line, buf.getvalue().splitlines())
+             if e and e["event"] == "step"]
+    assert steps == [5, 6]  # the checkpoint was at step 4; nothing before it is redone
+    assert metrics["steps"] == 6 and metrics["resumed_from_step"] == 4
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    assert not ckpt.exists()  # a finished run leaves no checkpoint behind
+
+
+def test_resume_without_checkpoint_is_one_line(pairs_file, tmp_path):
+    from training.trainer import TrainingError, main
+
+    with pytest.raises(TrainingError, match="no checkpoint to resume from"):
+        main(_config(pairs_file, tmp_path / "never", resume=True),
+             progress=ProgressWriter(None, enabled=False))

@@ -145,3 +145,11 @@ def test_runs_left_running_by_a_dead_parent_are_closed(db_path):
     assert close_stale_runs(db) == 2
     assert [r[0] for r in db.execute("SELECT status FROM training_runs ORDER BY id")] == [
         "failed", "failed", "running"]
+
+
+def test_train_resume_needs_a_started_run(tmp_path, db_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = run("train", "--resume", "--db", str(db_path))
+    assert r.exit_code == 1 and "--resume: name the run" in r.output
+    r = run("train", "--resume", "--name", "ghost", "--db", str(db_path))
+    assert r.exit_code == 1 and "ghost.config.json not found" in r.output

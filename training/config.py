@@ -84,6 +84,12 @@ class TrainConfig:
     """Tasks of the pairs file to train on."""
     device: str | None = None
     """Force a device (`cpu`, `cuda:0`); default: this process's GPU if any, else CPU."""
+    checkpoint_every: int = 50
+    """Save a resumable checkpoint (adapter, optimizer, step) every N optimizer steps, beside
+    the out folder as `.<name>.checkpoint`; 0: never. Removed when the run finishes."""
+    resume: bool = False
+    """Continue an interrupted run from its checkpoint (same out_dir). The data order after
+    the resume point is reshuffled, so it is not bit-identical to an uninterrupted run."""
     log_every: int = 1
     """Write a progress line every this many optimizer steps."""
     name: str | None = None
@@ -131,6 +137,8 @@ class TrainConfig:
             raise bad("max_steps", "must be >= 1 (or unset to use epochs)")
         if self.max_steps is None and not self.epochs > 0:
             raise bad("epochs", "must be > 0")
+        if self.checkpoint_every < 0:
+            raise bad("checkpoint_every", "must be >= 0 (0: no checkpoints)")
         if self.num_workers is not None and self.num_workers < 0:
             raise bad("num_workers", "must be >= 0")
         if self.eval_limit is not None and self.eval_limit < 1:

@@ -46,6 +46,31 @@ def _prepare_out_dir(out: Path) -> Path:
     return partial
 
 
+def checkpoint_dir(config: TrainConfig) -> Path:
+    """Where a run's resumable checkpoint lives (beside its out folder, hidden)."""
+    out = Path(config.out_dir)
+    return out.parent / f".{out.name}.checkpoint"
+
+
+def _save_checkpoint(config: TrainConfig, model, optimizer, scheduler, state: dict) -> Path:
+    import torch
+
+    final = checkpoint_dir(config)
+    tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(str(tmp / "adapter"))
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                **state}, tmp / "state.pt")
+    config.save(tmp / "train_config.json")
+    old = final.with_name(final.name + f".old-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)  # a checkpoint is either the previous one or the new one, whole
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
 def _lr_lambda(config: TrainConfig, total: int):
     def f(step: int) -> float:
         if config.warmup_steps and step < config.warmup_steps:
@@ -113,8 +138,11 @@ def build_model(config: TrainConfig, device, base=None):
                 gradient_checkpointing_kwargs={"use_reentrant": False})
         elif getattr(model, "is_gradient_checkpointing", False):
             model.gradient_checkpointing_disable()  # a lent base may come with it on
-    if config.from_adapter:
-        path = Path(config.from_adapter)
+    start_from = config.from_adapter
+    if config.resume:
+        start_from = str(checkpoint_dir(config) / "adapter")
+    if start_from:
+        path = Path(start_from)
         if not (path / "adapter_config.json").is_file():
             raise TrainingError(f"{path}: not an adapter folder (no adapter_config.json)")
         model = PeftModel.from_pretrained(model, str(path), is_trainable=True)
@@ -167,6 +195,9 @@ def main(config: TrainConfig, progress: ProgressWriter | None = None, *, base=No
         # A parent that cancels with SIGTERM gets the same clean exit as Ctrl-C.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        if config.resume and not (checkpoint_dir(config) / "state.pt").is_file():
+            raise TrainingError(f"{config.out_dir}: no checkpoint to resume from "
+                                f"({checkpoint_dir(config)} is missing)")
         try:
             pairs, dropped = load_training_pairs(config.pairs, config.tasks)
         except ValueError as exc:
@@ -185,12 +216,18 @@ def main(config: TrainConfig, progress: ProgressWriter | None = None, *, base=No
             if own_progress:
                 progress.close()
             os.replace(partial, out)  # the one step that makes the run visible
+            shutil.rmtree(checkpoint_dir(config), ignore_errors=True)
             progress.emit("done", out_dir=str(out.resolve()), adapter=config.adapter_name,
                           metrics=metrics)
         accelerator.wait_for_everyone()
         return metrics
     except KeyboardInterrupt:
-        progress.emit("interrupted", message="interrupted; nothing was saved")
+        ckpt = checkpoint_dir(config) / "state.pt"
+        if ckpt.is_file():
+            progress.emit("interrupted", message="interrupted; the adapter was not saved, but "
+                          f"a checkpoint was: run again with --resume ({ckpt.parent})")
+        else:
+            progress.emit("interrupted", message="interrupted; nothing was saved")
         raise
     except TrainingError as exc:
         progress.emit("error", message=str(exc))
@@ -235,11 +272,18 @@ def _train(config: TrainConfig, accelerator, pairs, progress: ProgressWriter,
         raise TrainingError(f"target_modules={list(config.target_modules)}: no module of the "
                             "model matched; nothing to train")
     optimizer, opt_name = _optimizer(config, trainable, device)
+    resumed: dict = {}
+    if config.resume:
+        resumed = torch.load(checkpoint_dir(config) / "state.pt", map_location="cpu",
+                             weights_only=False)
+        optimizer.load_state_dict(resumed["optimizer"])
 
     workers = config.num_workers
     if workers is None:
         workers = 4 if device.type == "cuda" else 0
-    generator = torch.Generator().manual_seed(config.seed)
+    # After a resume the order is reshuffled from a new seed (no pair is lost, none is
+    # replayed on purpose; the step count continues).
+    generator = torch.Generator().manual_seed(config.seed + resumed.get("step", 0))
     loader = DataLoader(
         PairDataset(pairs),
         batch_size=config.micro_batch_size,
@@ -255,6 +299,8 @@ def _train(config: TrainConfig, accelerator, pairs, progress: ProgressWriter,
                                        / config.grad_accum))
     total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, total))
+    if resumed:
+        scheduler.load_state_dict(resumed["scheduler"])
     # The scheduler stays outside `prepare`: accelerate would step it once per process, and
     # `total` already counts optimizer steps of the whole DDP group.
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
@@ -270,8 +316,12 @@ def _train(config: TrainConfig, accelerator, pairs, progress: ProgressWriter,
         torch.cuda.reset_peak_memory_stats(device)
 
     model.train()
-    step = micro = samples = 0
-    losses: list[float] = []
+    step, samples = resumed.get("step", 0), resumed.get("samples", 0)
+    micro = step * config.grad_accum
+    start_samples = samples
+    if resumed:
+        progress.emit("note", message=f"resumed at step {step}/{total}")
+    losses: list[float] = list(resumed.get("losses", []))
     window: list[float] = []
     marks: list[tuple[float, int]] = []  # (time, samples) after each step
     t0 = time.monotonic()
@@ -304,6 +354,13 @@ def _train(config: TrainConfig, accelerator, pairs, progress: ProgressWriter,
                 progress.step(step, total, step_loss, scheduler.get_last_lr()[0], samples)
             if step >= total:
                 break
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
+                if accelerator.is_main_process:
+                    where = _save_checkpoint(
+                        config, accelerator.unwrap_model(model), optimizer, scheduler,
+                        {"step": step, "samples": samples, "losses": losses})
+                    progress.emit("note", message=f"checkpoint at step {step}: {where}")
+                accelerator.wait_for_everyone()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     train_s = time.monotonic() - t0
@@ -317,7 +374,8 @@ def _train(config: TrainConfig, accelerator, pairs, progress: ProgressWriter,
         "final_loss": (sum(losses[-10:]) / len(losses[-10:])) if losses else None,
         "train_s": round(train_s, 3),
         "load_s": round(load_s, 3),
-        "samples_per_s": round(samples / max(train_s, 1e-9), 3),
+        "samples_per_s": round((samples - start_samples) / max(train_s, 1e-9), 3),
+        "resumed_from_step": resumed.get("step"),
         # After two warm-up steps (allocator, cuBLAS heuristics, worker start-up).
         "steady_samples_per_s": (
             round((marks[-1][1] - marks[1][1]) / max(marks[-1][0] - marks[1][0], 1e-9), 3)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from ..errors import UserError
@@ -49,10 +51,13 @@ def _fmt_eta(seconds: float | None) -> str:
 @click.option("--promote/--no-promote", default=True, show_default=True,
               help="Promote the candidate when its evaluation passes.")
 @click.option("--force", is_flag=True, help="Promote even if the evaluation does not pass.")
+@click.option("--resume", is_flag=True,
+              help="Continue the interrupted run named by --name (or --out) from its last "
+                   "checkpoint, with the settings it started with.")
 @db_option
 def train(pairs, new_only, replay, tasks, from_adapter, model, out_dir, name, epochs, max_steps,
           micro_batch_size, learning_rate, lora_scope, quant, device, eval_split, eval_limit,
-          tolerance, promote, force, db_path) -> None:
+          tolerance, promote, force, resume, db_path) -> None:
     """Train a LoRA adapter on the reviewed decisions (QLoRA on IDEFICS), then evaluate it
     against the promoted adapter and promote it if it is not worse.
 
@@ -70,7 +75,9 @@ def train(pairs, new_only, replay, tasks, from_adapter, model, out_dir, name, ep
     task_list = [t.strip() for t in tasks.split(",") if t.strip()]
     db = connect(db_path)
     try:
-        if pairs is None:
+        if resume:
+            config = _resume_config(name, out_dir)
+        elif pairs is None:
             res = export_pairs(db, None, tasks=task_list, new_only=new_only,
                                replay=parse_replay(replay))
             for line in res.refused:
@@ -86,8 +93,9 @@ def train(pairs, new_only, replay, tasks, from_adapter, model, out_dir, name, ep
                      "lora_scope": lora_scope, "quant": quant, "device": device,
                      "eval_split": eval_split, "eval_limit": eval_limit,
                      "tasks": tuple(task_list)}
-        config = plan_config(db, db_path, pairs=pairs, name=name, out_dir=out_dir,
-                             from_adapter=from_adapter, model=model, overrides=overrides)
+        if not resume:
+            config = plan_config(db, db_path, pairs=pairs, name=name, out_dir=out_dir,
+                                 from_adapter=from_adapter, model=model, overrides=overrides)
     except (ValueError, RunError, ConfigError) as exc:
         raise UserError(str(exc)) from None
 
@@ -120,3 +128,21 @@ def train(pairs, new_only, replay, tasks, from_adapter, model, out_dir, name, ep
     if promote:
         ok, why = promote_checked(db, outcome.adapter.name, force=force, tolerance=tol)
         click.echo(why)
+
+
+def _resume_config(name: str | None, out_dir: str | None):
+    """The saved configuration of an interrupted run, set to resume."""
+    from pathlib import Path
+
+    from training.config import TrainConfig
+    from training.runs import DEFAULT_ADAPTER_DIR
+
+    if not (name or out_dir):
+        raise UserError("--resume: name the run with --name (or --out)")
+    out = Path(out_dir) if out_dir else DEFAULT_ADAPTER_DIR / name
+    saved = out.parent / f"{out.name}.config.json"
+    if not saved.is_file():
+        raise UserError(f"--resume: {saved} not found (no run of that name was started here)")
+    data = json.loads(saved.read_text(encoding="utf-8"))
+    data["resume"] = True
+    return TrainConfig.from_dict(data)
