@@ -305,3 +305,23 @@ def test_resume_without_checkpoint_is_one_line(pairs_file, tmp_path):
     with pytest.raises(TrainingError, match="no checkpoint to resume from"):
         main(_config(pairs_file, tmp_path / "never", resume=True),
              progress=ProgressWriter(None, enabled=False))
+
+
+def test_collator_caption_pairs_use_the_caption_prompt(pairs_file, tiny_processor):
+    from dataclasses import replace
+
+    from sportvlm_tui.export import read_pairs
+    from sportvlm_tui.prompts import CAPTION_QUESTION, END_OF_ANSWER
+    from training.collator import AnswerOnlyCollator, training_prompt
+    from training.data import PairDataset
+
+    label_pair = read_pairs(pairs_file)[0]
+    caption = replace(label_pair, task="caption", answer="An archer draws a bow.")
+    im, _ = PairDataset([label_pair])[0]
+    assert training_prompt("caption", im, caption.answer)[-1] == (
+        f"{CAPTION_QUESTION} An archer draws a bow.{END_OF_ANSWER}")
+    batch = AnswerOnlyCollator(tiny_processor)([(im, caption), (im, label_pair)])
+    tok = tiny_processor.tokenizer
+    kept = batch["labels"][0][batch["labels"][0] != -100]
+    assert tok.decode(kept).replace(" ", "") == ("An archer draws a bow." + END_OF_ANSWER
+                                                 ).replace(" ", "")
