@@ -378,3 +378,29 @@ def test_real_valid_split_with_tiny(real_100sic, tmp_path):
     rows = list_predictions(connect(db_file), task="label")
     assert len(rows) == 500 == json.loads(res.stdout)["predicted"]
     assert all(p.confidence is not None and len(p.topk) == 5 for p in rows)
+
+
+def test_adapter_by_registry_name_changes_answers(tmp_path, image_db, tiny_loaded):
+    from peft import LoraConfig, get_peft_model
+
+    from sportvlm_tui.errors import UserError
+    from sportvlm_tui.model.loading import load_model
+    from sportvlm_tui.model.predict import predict_images
+    from sportvlm_tui.storage.adapters import register_adapter
+
+    fresh = load_model("builtin:tiny", quant="fp32", device="cpu")
+    # Random (non-zero) LoRA weights, on the attention projections as the tutorial's QLoRA.
+    lora = get_peft_model(fresh.model, LoraConfig(r=4, target_modules=["q_proj", "k_proj",
+                                                                       "v_proj"],
+                                                  init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "lora1")
+    register_adapter(image_db, name="lora1", path=str(tmp_path / "lora1"))
+    tuned = load_model("builtin:tiny", quant="fp32", device="cpu", adapter="lora1", db=image_db)
+    assert tuned.adapter_name == "lora1"
+    predict_images(image_db, tuned, task="caption", split="valid", max_new_tokens=6)
+    predict_images(image_db, tiny_loaded, task="caption", split="valid", max_new_tokens=6)
+    with_adapter = {p.image_id: p.raw for p in list_predictions(image_db, adapter="lora1")}
+    base = {p.image_id: p.raw for p in list_predictions(image_db, task="caption", adapter="")}
+    assert len(with_adapter) == len(base) == 11 and with_adapter != base
+    with pytest.raises(UserError, match="--adapter nope"):
+        load_model("builtin:tiny", quant="fp32", device="cpu", adapter="nope", db=image_db)
