@@ -20,6 +20,17 @@ from sportvlm_tui.storage.predictions import list_predictions
 LABELS = ["air hockey", "tennis", "tug of war", "bobsled", "figure skating women"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The tiny model's matmuls are too small to split; threads only contend (2-core CI)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _make_images(folder: Path, n: int, *, split: str = "valid", seed: int = 0) -> list[ImageRecord]:
     """Small random-colour JPEGs with labels (different sizes: the processor resizes)."""
     from PIL import Image
@@ -404,3 +415,15 @@ def test_adapter_by_registry_name_changes_answers(tmp_path, image_db, tiny_loade
     assert len(with_adapter) == len(base) == 11 and with_adapter != base
     with pytest.raises(UserError, match="--adapter nope"):
         load_model("builtin:tiny", quant="fp32", device="cpu", adapter="nope", db=image_db)
+
+
+def test_predict_help_imports_no_torch():
+    """`sportvlm predict --help` (and the CLI at large) stays light: torch loads on demand."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from click.testing import CliRunner; from sportvlm_tui.cli import main;"
+            " r = CliRunner().invoke(main, ['predict', '--help']); assert r.exit_code == 0;"
+            " print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
