@@ -4,6 +4,16 @@
 written in one transaction as soon as it is done, and images that already have a prediction for
 the same (model, adapter, task, mode) are skipped, so an interrupted run loses at most the batch
 in flight and the same call resumes it.
+
+What is stored:
+- label: `raw` = the greedy answer as generated; `text` = `prompts.parse_label(raw)` (the
+  tutorial's exact-match rule), or with `constrain_labels` the most likely vocabulary label;
+  `topk` = labels with probabilities from rank classification: log P(label tokens, then an end
+  of answer) after the prompt, NOT length-normalised, softmaxed over the label vocabulary;
+  `confidence` = that probability of `text` (0.0 when `text` is not a vocabulary label).
+- caption: `text` = `prompts.parse_caption(raw)`; `confidence` = the geometric mean of the
+  generated tokens' probabilities (stop token included), i.e. a length-normalised sequence
+  probability from the model's own (unmasked) distribution.
 """
 
 from __future__ import annotations
