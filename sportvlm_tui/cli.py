@@ -40,3 +40,7 @@ def main() -> None:
 
 
 register_all(main)
+
+
+if __name__ == "__main__":
+    main()
