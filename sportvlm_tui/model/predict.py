@@ -284,6 +284,10 @@ def _mean_prob(logprobs: list[float]) -> float | None:
     return math.exp(sum(logprobs) / len(logprobs)) if logprobs else None
 
 
+# Vocabularies up to this size are always scored exactly (every label, every image).
+EXACT_SCORING_MAX_LABELS = 32
+
+
 def predict_images(
     db,
     loaded,
@@ -338,6 +342,10 @@ def predict_images(
     vocab = label_vocabulary(db) if task == "label" else []
     if constrain_labels and not vocab:
         raise ValueError("--constrain-labels needs labels (the database has none)")
+    if len(vocab) <= EXACT_SCORING_MAX_LABELS:
+        # Pruned scoring leaves unscored labels at an upper bound that swallows most of the
+        # probability mass; with few labels, exact scores cost little and read correctly.
+        rank_candidates = None
 
     start = time.perf_counter()
     with _small_model_threads(loaded):
