@@ -322,6 +322,25 @@ def test_few_shot_batched_equals_one_by_one(tiny_loaded, image_db, caption_examp
     assert len(a) == 5 and {i: p.raw for i, p in a.items()} == {i: p.raw for i, p in b.items()}
 
 
+def test_loader_batch_buffer_holds_each_images_pixels_in_order(tiny_loaded, image_db):
+    """The loader decodes straight into one batch buffer; a bad file drops only its own row."""
+    import torch
+
+    from sportvlm_tui.model.predict import PixelLoader, PromptEncoder
+    from sportvlm_tui.storage.images import list_images
+
+    encoder = PromptEncoder(tiny_loaded.processor)
+    images = list_images(image_db, split="valid")
+    images[1].path.write_bytes(b"not a jpeg")
+    got = list(PixelLoader(encoder, [images[:4], images[4:7]], workers=3, prefetch=1))
+    assert [len(ok) for ok, _, _ in got] == [3, 3]
+    assert [im.id for im, _ in got[0][2]] == [images[1].id] and got[1][2] == []
+    for ok, pixels, _ in got:
+        want = torch.cat([encoder.raw_pixels(im.path) for im in ok])
+        assert pixels.dtype == torch.uint8 and torch.equal(pixels, want)
+    assert [im.id for im in got[0][0]] == [images[i].id for i in (0, 2, 3)]
+
+
 def test_unreadable_image_is_reported_and_the_rest_goes_on(tiny_loaded, image_db, tmp_path):
     from sportvlm_tui.model.predict import predict_images
     from sportvlm_tui.storage.images import list_images
