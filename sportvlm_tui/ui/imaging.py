@@ -71,8 +71,21 @@ def render(path: Path, key: RenderKey) -> Rendered:
     if key.mode != "halfblock":
         cells = (max(1, size[0] // CELL_PX[0]), max(1, size[1] // CELL_PX[1]))
         return Rendered(key, None, picture=scaled, size=cells)
-    strips = halfblock_strips(scaled)
+    strips = centred(halfblock_strips(scaled), key.width, key.height)
     return Rendered(key, strips, size=(size[0], len(strips)))
+
+
+def centred(strips: list[Strip], width: int, height: int) -> list[Strip]:
+    """Full lines of the image area (`height` strips of `width` cells, image centred), built
+    here in the decoder thread so that painting a new image does no strip work on the UI."""
+    top = max(0, (height - len(strips)) // 2)
+    out = [blank_strip(width)] * top
+    for strip in strips[:height]:
+        left = max(0, (width - strip.cell_length) // 2)
+        line = Strip.join([blank_strip(left), strip]) if left else strip
+        out.append(line.adjust_cell_length(width))
+    out += [blank_strip(width)] * max(0, height - len(out))
+    return out
 
 
 def halfblock_strips(image) -> list[Strip]:

@@ -12,8 +12,10 @@ import itertools
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from rich.text import Text
 from textual import work
@@ -35,6 +37,9 @@ from .session import Action, Item, ReviewSession, StaleAction, Stats, read_stats
 from .widgets import CaptionEditor, GraphicsImage, HalfblockImage, ImageArea
 
 QUEUE_RECOUNT_S = 5.0
+# Images arriving faster than this apart come from a held key (see on_item_shown).
+HELD_KEY_S = 0.08
+PREFETCH_DELAY_S = 0.06
 # Errors a job may meet that must become a notification, never a crash.
 JOB_ERRORS = (sqlite3.Error, OSError, LookupError, ValueError)
 
@@ -53,7 +58,7 @@ class ReviewConfig:
     page_size: int = 50
 
 
-class ItemShown(Message):
+class ItemShown(Message, bubble=False):
     """The store thread chose the image to show (None: the queue is done)."""
 
     def __init__(self, item: Item | None, upcoming: list[Image], note: str | None = None,
@@ -61,8 +66,12 @@ class ItemShown(Message):
         super().__init__()
         self.item, self.upcoming, self.note, self.severity = item, upcoming, note, severity
 
+    def can_replace(self, message: Message) -> bool:
+        # A newer image supersedes one not yet drawn (a held key): skip the stale redraw.
+        return isinstance(message, ItemShown) and message.note is None
 
-class StoreNote(Message):
+
+class StoreNote(Message, bubble=False):
     """Something to tell the annotator (a failed or ignored job); the screen stays as is."""
 
     def __init__(self, text: str, severity: str = "warning") -> None:
@@ -70,25 +79,25 @@ class StoreNote(Message):
         self.text, self.severity = text, severity
 
 
-class VocabularyReady(Message):
+class VocabularyReady(Message, bubble=False):
     def __init__(self, labels: list[str]) -> None:
         super().__init__()
         self.labels = labels
 
 
-class ImageReady(Message):
+class ImageReady(Message, bubble=False):
     def __init__(self, rendered: Rendered) -> None:
         super().__init__()
         self.rendered = rendered
 
 
-class StatsReady(Message):
+class StatsReady(Message, bubble=False):
     def __init__(self, stats: Stats | None) -> None:
         super().__init__()
         self.stats = stats
 
 
-class SessionClosed(Message):
+class SessionClosed(Message, bubble=False):
     pass
 
 
@@ -120,6 +129,10 @@ class ReviewScreen(Screen):
         self._decode_q: queue.PriorityQueue = queue.PriorityQueue()
         self._seq = itertools.count()
         self._wanted: RenderKey | None = None
+        # Image ids worth decoding now (on screen and next up); the decoder drops the rest.
+        self._relevant: set[int] = set()
+        self._last_item_at = float("-inf")
+        self._paint_timer = None
         self._stats_timer = None
         self._first_shown = False
         self._stats_due = False
@@ -229,6 +242,8 @@ class ReviewScreen(Screen):
                 _, _, key, path = self._decode_q.get(timeout=0.1)
             except queue.Empty:
                 continue
+            if key.image_id not in self._relevant:
+                continue  # passed already (a held key): decoding it would only add lag
             done = self.cache.get(key)
             if done is None:
                 done = render(path, key)
@@ -241,7 +256,13 @@ class ReviewScreen(Screen):
         mode = self.cfg.graphics if self.cfg.graphics in ("kitty", "sixel") else "halfblock"
         return RenderKey(image_id, w, h, mode)
 
+    @staticmethod
+    def clock_s() -> float:
+        # Real time even when tests fix `clock` (that one only feeds the displayed rate).
+        return time.monotonic()
+
     def _show_image(self) -> None:
+        self._paint_timer = None
         if self.item is None:
             return
         key = self._key_for(self.item.image.id)
@@ -252,7 +273,8 @@ class ReviewScreen(Screen):
             return
         self._wanted = key
         self.image_area.show_message(Text("loading…", "dim"))
-        self._decode_q.put((0, next(self._seq), key, self.item.image.path))
+        # Newest first: the image on screen now beats any the annotator has already passed.
+        self._decode_q.put((0, -next(self._seq), key, self.item.image.path))
 
     def _prefetch(self, images: list[Image]) -> None:
         for n, image in enumerate(images, 1):
@@ -266,9 +288,10 @@ class ReviewScreen(Screen):
         else:
             self.image_area.show(rendered)
         hook = getattr(self.app, "image_shown_hook", None)
-        if hook is not None:
-            image_id = rendered.key.image_id
-            self.call_after_refresh(hook, image_id)
+        if hook is not None and (rendered.error or not isinstance(self.image_area,
+                                                                   HalfblockImage)):
+            # (a half-block image reports itself while it is being drawn)
+            self.call_after_refresh(hook, rendered.key.image_id)
 
     # --- message handlers ---------------------------------------------------------------
 
@@ -284,8 +307,23 @@ class ReviewScreen(Screen):
                 ("Nothing left in this queue.\n", "bold"),
                 ("f changes the filter · u undoes · q quits", "dim")))
         else:
-            self._show_image()
-            self._prefetch(message.upcoming)
+            self._relevant = {self.item.image.id, *(i.id for i in message.upcoming)}
+            now = self.clock_s()
+            rapid = now - self._last_item_at < HELD_KEY_S
+            self._last_item_at = now
+            if self._paint_timer is not None:
+                self._paint_timer.stop()
+                self._paint_timer = None
+            if rapid:
+                # A held key: a full-image repaint costs more than the key interval, so paint
+                # only once the keys pause (the text panels above are already current).
+                self._wanted = None
+                self.image_area.show_message(Text("…", "dim"))
+                self._paint_timer = self.set_timer(HELD_KEY_S, self._show_image)
+            else:
+                self._show_image()
+            # Decoding ahead holds the GIL: start it once this image is painted, not during.
+            self.set_timer(PREFETCH_DELAY_S, partial(self._prefetch, message.upcoming))
         self._schedule_stats()
 
     def on_image_ready(self, message: ImageReady) -> None:

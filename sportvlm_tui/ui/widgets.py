@@ -47,15 +47,26 @@ class HalfblockImage(ImageArea):
     def show(self, rendered: Rendered) -> None:
         self._strips = rendered.strips or []
         self._message = None
+        self._unreported = rendered.key.image_id
         self.refresh()
 
     def show_message(self, text: Text) -> None:
         self._strips = []
         self._message = text
+        self._unreported = None
         self.refresh()
+
+    _unreported: int | None = None
 
     def render_line(self, y: int) -> Strip:
         width, height = self.content_size
+        if y == height - 1 and self._unreported is not None:
+            # The compositor is drawing the image's last line: this is when it appears (the
+            # benchmark's probe; call_after_refresh can run before the widget is repainted).
+            hook = getattr(self.app, "image_shown_hook", None)
+            if hook is not None:
+                hook(self._unreported)
+            self._unreported = None
         style = self.rich_style
         if self._message is not None:
             lines = self._message.wrap(self.app.console, max(1, width))
@@ -65,6 +76,8 @@ class HalfblockImage(ImageArea):
                 line.align("center", width)
                 return Strip(line.render(self.app.console)).adjust_cell_length(width, style)
             return blank_strip(width, style)
+        if y < len(self._strips) and self._strips[y].cell_length == width:
+            return self._strips[y]  # ready-made by the decoder for this size
         top = max(0, (height - len(self._strips)) // 2)
         if not 0 <= y - top < len(self._strips):
             return blank_strip(width, style)
