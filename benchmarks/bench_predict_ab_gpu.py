@@ -136,6 +136,38 @@ def loader_rate(pkg: str, loaded, root, files, n, batch, workers) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def diagnose(loaded, root, files, n, batch) -> None:
+    """Where steady state loses time (after variant): the steady run profiled per phase, and
+    the same run with every image decoded beforehand (the loader threads then only copy), i.e.
+    what the model loop reaches when host-side decoding competes with nothing."""
+    import torch
+
+    from sportvlm_tui.model import predict
+
+    res, _ = run_once("sportvlm_tui", loaded, root, files, n, batch, True)
+    report(stage="label", variant="after", run=f"steady {n} profiled", batch=batch, **res)
+    enc = predict.PromptEncoder(loaded.processor)
+    cache = {str(Path(p).resolve()): enc.raw_pixels(p)[0] for p in files}
+    orig = predict.PromptEncoder.raw_pixels
+
+    def predecoded(self, path, out=None):
+        chw = cache[str(Path(path).resolve())]
+        if out is None:
+            return chw[None].clone()
+        out.copy_(chw)
+        return out[None]
+
+    predict.PromptEncoder.raw_pixels = predecoded
+    try:
+        for prof in (False, True):
+            res, _ = run_once("sportvlm_tui", loaded, root, files, n, batch, prof)
+            report(stage="label", variant="after, images decoded beforehand",
+                   run=f"steady {n}" + (" profiled" if prof else ""), batch=batch, **res)
+    finally:
+        predict.PromptEncoder.raw_pixels = orig
+    torch.cuda.synchronize() if loaded.device.type == "cuda" else None
+
+
 def trace(loaded, root, files, batch, out: Path | None) -> None:
     """One batch of the after variant under torch.profiler: GPU busy time vs wall time, and
     the kernels that take the most GPU time."""
@@ -171,6 +203,10 @@ def main() -> None:
     ap.add_argument("--steady", type=int, default=2048, help="images for the steady-state runs")
     ap.add_argument("--weights", default="bf16,nf4-dequantized")
     ap.add_argument("--repeats", type=int, default=2, help="alternating rounds per weights")
+    ap.add_argument("--steady-only", action="store_true", help="skip the cold 500 runs and the"
+                    " loader-only figures")
+    ap.add_argument("--diagnose", action="store_true", help="after each weights: steady state"
+                    " profiled, and with images decoded beforehand (after variant)")
     ap.add_argument("--tiny", action="store_true", help="builtin:tiny on CPU (a dry run)")
     ap.add_argument("--trace", type=Path, default=None, help="profile one batch (after, first"
                     " weights) and write the kernel table here")
@@ -204,7 +240,7 @@ def main() -> None:
         if weights == "nf4-dequantized":
             report(stage="dequantize", layers=dequantize_4bit_weights(loaded.model))
         report(stage="load", weights=weights, seconds=round(time.perf_counter() - t0, 1))
-        if i == 0:
+        if i == 0 and not args.steady_only:
             workers = min(8, os.cpu_count() or 1)
             for _ in range(2):
                 for pkg in variants:
@@ -217,14 +253,19 @@ def main() -> None:
         dbs = {}
         for r in range(args.repeats):
             order = variants if r % 2 == 0 else variants[::-1]
-            for what, n, prof in (("cold", len(files), True), ("steady", args.steady, False)):
+            runs = [("cold", len(files), True)] * (not args.steady_only) + [
+                ("steady", args.steady, False)]
+            for what, n, prof in runs:
                 for pkg in order:
                     res, db = run_once(pkg, loaded, args.images, files, n, args.batch, prof)
                     report(stage="label", weights=weights, variant=NAMES[pkg],
                            run=f"{what} {n}", batch=args.batch, round=r, **res)
                     if what == "cold" and r == 0:
                         dbs[pkg] = answers(db)
-        report(stage="same answers", weights=weights, **compare(*dbs.values()))
+        if dbs:
+            report(stage="same answers", weights=weights, **compare(*dbs.values()))
+        if args.diagnose:
+            diagnose(loaded, args.images, files, args.steady, args.batch)
         if i == 0 and args.trace and device is None:
             try:
                 trace(loaded, args.images, files, args.batch, args.trace)
