@@ -276,6 +276,11 @@ class ReviewScreen(Screen):
         # Newest first: the image on screen now beats any the annotator has already passed.
         self._decode_q.put((0, -next(self._seq), key, self.item.image.path))
 
+    def _show_then_prefetch(self, upcoming: list[Image]) -> None:
+        self._show_image()
+        # Decoding ahead holds the GIL: start it once this image is painted, not during.
+        self.set_timer(PREFETCH_DELAY_S, partial(self._prefetch, upcoming))
+
     def _prefetch(self, images: list[Image]) -> None:
         for n, image in enumerate(images, 1):
             key = self._key_for(image.id)
@@ -317,13 +322,13 @@ class ReviewScreen(Screen):
             if rapid:
                 # A held key: a full-image repaint costs more than the key interval, so paint
                 # only once the keys pause (the text panels above are already current).
+                # No decoding ahead either: it holds the GIL and would slow the keys down.
                 self._wanted = None
                 self.image_area.show_message(Text("…", "dim"))
-                self._paint_timer = self.set_timer(HELD_KEY_S, self._show_image)
+                self._paint_timer = self.set_timer(
+                    HELD_KEY_S, partial(self._show_then_prefetch, message.upcoming))
             else:
-                self._show_image()
-            # Decoding ahead holds the GIL: start it once this image is painted, not during.
-            self.set_timer(PREFETCH_DELAY_S, partial(self._prefetch, message.upcoming))
+                self._show_then_prefetch(message.upcoming)
         self._schedule_stats()
 
     def on_image_ready(self, message: ImageReady) -> None:

@@ -57,6 +57,17 @@ class HalfblockImage(ImageArea):
         self.refresh()
 
     _unreported: int | None = None
+    _message_lines: tuple | None = None
+
+    def _layout_message(self, width: int, height: int, style) -> list[Strip]:
+        console = self.app.console
+        lines = self._message.wrap(console, max(1, width)) if self._message else []
+        top = max(0, (height - len(lines)) // 2)
+        out = [blank_strip(width, style)] * top
+        for line in lines:
+            line.align("center", width)
+            out.append(Strip(line.render(console)).adjust_cell_length(width, style))
+        return out + [blank_strip(width, style)] * max(0, height - len(out))
 
     def render_line(self, y: int) -> Strip:
         width, height = self.content_size
@@ -69,13 +80,11 @@ class HalfblockImage(ImageArea):
             self._unreported = None
         style = self.rich_style
         if self._message is not None:
-            lines = self._message.wrap(self.app.console, max(1, width))
-            top = (height - len(lines)) // 2
-            if 0 <= y - top < len(lines):
-                line = lines[y - top]
-                line.align("center", width)
-                return Strip(line.render(self.app.console)).adjust_cell_length(width, style)
-            return blank_strip(width, style)
+            cached = self._message_lines
+            if cached is None or cached[0] != (self._message, width, height):
+                cached = self._message_lines = ((self._message, width, height),
+                                                self._layout_message(width, height, style))
+            return cached[1][y] if y < len(cached[1]) else blank_strip(width, style)
         if y < len(self._strips) and self._strips[y].cell_length == width:
             return self._strips[y]  # ready-made by the decoder for this size
         top = max(0, (height - len(self._strips)) // 2)
