@@ -27,6 +27,9 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+# Pause between keys at "human pace": one decision every ~0.3 s is faster than annotators
+# work, and leaves the decoder time to render the next images ahead.
+PAUSE_S = 0.3
 REAL = (REPO / ".." / "shared" / "data" / "100sic" / "valid").resolve()
 
 
@@ -113,7 +116,7 @@ async def drive(db_path: str, steps: int, size: tuple[int, int], t_start: float,
                 lat.append((shown[cur.image.id] - t0) * 1000)
                 # human pace: the decoder catches up between keys
                 await app.settled(10, stats=False)
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(PAUSE_S)
             out[key] = lat
         out["held"], out["held_painted"] = await hold_key(app, steps, shown, order_seen)
         await pilot.press("u")
