@@ -1,6 +1,6 @@
 """Image decode, scaling and rendering for the review screen, run off the UI thread.
 
-Half blocks (rich-pixels) give two square pixels per cell, so an image is fitted into
+Half blocks give two square pixels per cell, so an image is fitted into
 (cells wide, 2 x cells high) pixels; kitty/sixel get a scaled PIL image that the textual-image
 widget encodes. Results live in a small LRU cache keyed by image and size, so images the
 decoder prefetched are shown without any work on the UI thread.
@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.color import Color, ColorType
+from rich.color_triplet import ColorTriplet
 from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
@@ -88,21 +90,55 @@ def centred(strips: list[Strip], width: int, height: int) -> list[Strip]:
     return out
 
 
-def halfblock_strips(image) -> list[Strip]:
-    """Rows of half-block cells (rich-pixels' renderer), one Strip per terminal line."""
-    from rich_pixels import HalfcellRenderer
+HALF_BLOCK = "\u2584"  # lower half block: foreground = lower pixel, background = upper
+_HEX = [f"{i:02x}" for i in range(256)]
 
-    segments = HalfcellRenderer().render(image, None)
+
+def _colour(value: int) -> Color:
+    r, g, b = value & 0xFF, (value >> 8) & 0xFF, (value >> 16) & 0xFF
+    return Color("#" + _HEX[r] + _HEX[g] + _HEX[b], ColorType.TRUECOLOR,
+                 triplet=ColorTriplet(r, g, b))
+
+
+def halfblock_strips(image) -> list[Strip]:
+    """Rows of half-block cells, one Strip per terminal line (two pixel rows per line).
+
+    Same cells as rich-pixels' HalfcellRenderer (lower half block, foreground = lower pixel,
+    background = upper pixel), built straight from the pixel buffer: rich-pixels formats and
+    re-parses a style string per cell, which made a 140x57-cell image cost ~140 ms of
+    GIL-holding Python. Runs of identical cells share one segment.
+    """
+    rgba = image.convert("RGBA")  # four bytes a pixel: one machine word per pixel below
+    width, height = rgba.size
+    # Opaque by construction (from RGB), so the word is a colour key as it stands.
+    pixels = memoryview(rgba.tobytes()).cast("I")
+    # Per image, not global: a cache that outlives the image only grows the heap that every
+    # full garbage collection has to walk (those walks were the 100-300 ms stalls).
+    colours: dict[int, Color] = {}
+    styles: dict[tuple[int, int], Style] = {}
+    from_color = Style.from_color
     strips: list[Strip] = []
-    line: list[Segment] = []
-    for seg in segments:
-        if seg.text == "\n":
-            strips.append(Strip(line, image.width))
-            line = []
-        else:
-            line.append(seg)
-    if line:
-        strips.append(Strip(line, image.width))
+    for y in range(0, height - 1, 2):
+        upper = pixels[y * width:(y + 1) * width]
+        lower = pixels[(y + 1) * width:(y + 2) * width]
+        segments: list[Segment] = []
+        run_key: tuple[int, int] | None = None
+        run = 0
+        for pair in zip(lower, upper, strict=True):
+            if pair == run_key:
+                run += 1
+                continue
+            if run:
+                segments.append(Segment(HALF_BLOCK * run, styles[run_key]))
+            if pair not in styles:
+                low, up = pair
+                fg = colours.get(low) or colours.setdefault(low, _colour(low))
+                bg = colours.get(up) or colours.setdefault(up, _colour(up))
+                styles[pair] = from_color(fg, bg)
+            run_key, run = pair, 1
+        if run:
+            segments.append(Segment(HALF_BLOCK * run, styles[run_key]))
+        strips.append(Strip(segments, width))
     return strips
 
 

@@ -8,6 +8,7 @@ Both post messages; only message handlers touch widgets.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import queue
 import sqlite3
@@ -40,6 +41,11 @@ QUEUE_RECOUNT_S = 5.0
 # Images arriving faster than this apart come from a held key (see on_item_shown).
 HELD_KEY_S = 0.08
 PREFETCH_DELAY_S = 0.06
+# A half-block image is thousands of GC-tracked objects (a segment and a style per cell), so
+# with the default thresholds a full collection, walking every cached image and all of
+# Textual, ran every few images and stalled both threads for 100-300 ms. Full collections
+# wait for this many young-generation passes instead (a few hundred images).
+GC_FULL_EVERY = 1000
 # Errors a job may meet that must become a notification, never a crash.
 JOB_ERRORS = (sqlite3.Error, OSError, LookupError, ValueError)
 
@@ -119,7 +125,7 @@ class ReviewScreen(Screen):
         self.item: Item | None = None
         self.stats: Stats | None = None
         self.show_truth = not config.blind
-        self.cache = RenderCache()
+        self.cache = RenderCache(12)
         self.decisions = 0
         self.started = clock()
         self.vocabulary: list[str] | None = None
@@ -302,6 +308,8 @@ class ReviewScreen(Screen):
 
     def on_item_shown(self, message: ItemShown) -> None:
         self.item = message.item
+        if not self._first_shown:
+            self._settle_heap()
         self._first_shown = True
         if message.note:
             self.notify(message.note, severity=message.severity, markup=False)
@@ -350,6 +358,14 @@ class ReviewScreen(Screen):
 
     def on_session_closed(self, message: SessionClosed) -> None:
         self.app.exit()
+
+    @staticmethod
+    def _settle_heap() -> None:
+        # Everything alive once the app is up (modules, widgets, CSS) lives for the session:
+        # frozen, no collection walks it again.
+        gen0, gen1, _ = gc.get_threshold()
+        gc.set_threshold(gen0, gen1, max(GC_FULL_EVERY, gc.get_threshold()[2]))
+        gc.freeze()
 
     def _render_item(self) -> None:
         item = self.item
