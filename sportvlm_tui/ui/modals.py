@@ -3,10 +3,11 @@ reaching into the screen below."""
 
 from __future__ import annotations
 
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.fuzzy import FuzzySearch
 from textual.screen import ModalScreen
@@ -37,7 +38,10 @@ class HelpScreen(_Modal):
         self._blind = blind
 
     def compose(self) -> ComposeResult:
-        table = Text()
+        # A two-column grid, so a long description wraps under itself, not under the keys.
+        table = Table.grid(padding=(0, 2))
+        table.add_column(justify="right", style="bold", no_wrap=True)
+        table.add_column()
         seen = set()
         for b in self._review_bindings:
             key = b.key_display or b.key
@@ -45,16 +49,17 @@ class HelpScreen(_Modal):
                 continue
             seen.add(key)
             keys = key if b.key_display else " / ".join(b.key.split(","))
-            table.append(f"{keys:>12}  ", "bold")
-            table.append(b.tooltip or b.description)
-            table.append("\n")
-        table.append("\nWhile editing a caption: ctrl+s saves, esc cancels; other keys type.\n",
-                      "dim")
+            table.add_row(Text(keys), Text(b.tooltip or b.description))
+        notes = Text("While editing a caption: ctrl+s saves, esc cancels; other keys type.",
+                     "dim")
         if self._blind:
-            table.append("Blind mode: the dataset label stays hidden.\n", "dim")
+            notes.append("\nBlind mode: the dataset label stays hidden.")
         with Vertical(id="dialog"):
             yield Label("Keys", classes="title")
-            yield Static(table, id="help-table")
+            # Scrolls when the terminal is shorter than the list (80x24).
+            with VerticalScroll(id="help-scroll"):
+                yield Static(table, id="help-table")
+                yield Static(notes, id="help-notes")
             yield Label("esc or ? to close", classes="hint")
 
 
