@@ -583,7 +583,10 @@ class ReviewScreen(Screen):
         self._render_item()
 
     def action_help(self) -> None:
-        self.app.push_screen(HelpScreen(self.BINDINGS, self.cfg.blind))
+        # Keys that extensions bound on the app (e.g. `t` for training) belong in the list too.
+        extra = [ab.binding for ab in self.app.active_bindings.values()
+                 if ab.node is self.app and ab.binding.show and ab.binding.description]
+        self.app.push_screen(HelpScreen([*self.BINDINGS, *extra], self.cfg.blind))
 
     def action_quit_review(self) -> None:
         def job(s: ReviewSession) -> Message:
