@@ -15,16 +15,14 @@ them.
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlite_utils import Database
 
 from ..errors import UserError
+from ..export.pairs import write_jsonl_atomic
 from ..storage import adapters as adapter_store
 from ..storage.images import Image, list_images
 from ..storage.predictions import predicted_image_ids
@@ -103,19 +101,6 @@ class _Collector(Reporter):
 
     def note(self, message: str) -> None:
         self.lines.append(message)
-
-
-def _write_jsonl_atomic(path: Path, records: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Experiment:
@@ -311,7 +296,7 @@ class Experiment:
         from training.config import TrainConfig
         from training.runs import TrainingProcess
 
-        _write_jsonl_atomic(pairs_path, records)
+        write_jsonl_atomic(pairs_path, records)
         out_dir = c.out_dir / "adapters" / name
         options = {"pairs": str(pairs_path.resolve()), "out_dir": str(out_dir.resolve()),
                    "model": c.model, "name": name, "quant": c.quant, "tasks": (task,),

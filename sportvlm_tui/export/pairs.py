@@ -12,6 +12,7 @@ import os
 import random
 import tempfile
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -210,16 +211,18 @@ def stratified_sample(
     return sorted(chosen, key=lambda p: p.review_id)
 
 
-def _write_jsonl_atomic(path: Path, pairs: list[TrainingPair]) -> None:
+def write_jsonl_atomic(path: Path, records: Iterable[dict]) -> None:
+    """Write one JSON object per line via a temp file + rename: a reader (or a crash) never
+    sees a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for p in pairs:
-                f.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
+            for r in records:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)  # a reader never sees a half-written file
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -266,7 +269,7 @@ def export_pairs(
     max_review_id = int(scalar(db, "SELECT max(review_id) FROM image_state") or 0)
     max_review_id = max(max_review_id, since)
     path = Path(out) if out is not None else default_export_path()
-    _write_jsonl_atomic(path, pairs)
+    write_jsonl_atomic(path, (asdict(p) for p in pairs))
     result = ExportResult(
         path=path, pairs=pairs, new=len(new), replayed=len(replayed),
         max_review_id=max_review_id, refused=refused,
